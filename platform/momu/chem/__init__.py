@@ -1,0 +1,1 @@
+"""Chemistry: featurization, graph columns, augmentations (RDKit + numpy; no Ray)."""

@@ -1,0 +1,1 @@
+"""Readers for source formats and the common record schema."""

@@ -1,0 +1,1 @@
+"""Models: GIN graph encoder, text encoder, projection heads, MoMu dual encoder."""

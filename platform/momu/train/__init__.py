@@ -1,0 +1,1 @@
+"""Training: the pure single-process contrastive loop (the reference for the Ray Train job)."""
