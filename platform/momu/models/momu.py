@@ -1,0 +1,137 @@
+"""The MoMu dual encoder: GIN graph tower + HF text tower, each with a projection head into one space.
+
+A saved model is a directory: `config.json` (MoMuConfig), `model.safetensors` (every weight, no pickle) and
+`text_encoder/` (the HF architecture config + tokenizer), so it reloads anywhere without the original text
+encoder path and without executing pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from momu.config import MoMuConfig
+from momu.models.gin import GIN, GraphEncoder
+from momu.models.text import TextEncoder
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_ENCODER_DIR = "text_encoder"
+FORMAT_VERSION = 1
+
+
+class ProjectionHead(nn.Module):
+    """Linear(in, in) - ReLU - Linear(in, out), as in MoMu."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_graph_encoder(config: MoMuConfig) -> GraphEncoder:
+    g = config.graph
+    return GraphEncoder(GIN(g.num_layers, g.emb_dim, g.dropout, g.jk, g.self_loop_bond_type))
+
+
+class MoMu(nn.Module):
+    """Dual encoder. `encode_graph` / `encode_text` return L2-normalised embeddings in the shared space."""
+
+    def __init__(self, config: MoMuConfig, text_hf_dir: Optional[str] = None):
+        super().__init__()
+        self.config = config
+        self.graph_encoder = build_graph_encoder(config)
+        self.text_encoder = TextEncoder(config.text, hf_dir=text_hf_dir)
+        self.graph_proj = ProjectionHead(self.graph_encoder.out_dim, config.proj_dim)
+        self.text_proj = ProjectionHead(self.text_encoder.out_dim, config.proj_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- graph side -------------------------------------------------------------------------------------------
+    def graph_features(self, batch) -> torch.Tensor:
+        """Pooled GIN output before the projection head (what property heads and captioners consume)."""
+        return self.graph_encoder(batch)
+
+    def encode_graph(self, batch, normalize: bool = True) -> torch.Tensor:
+        z = self.graph_proj(self.graph_features(batch))
+        return nn.functional.normalize(z, dim=-1) if normalize else z
+
+    # -- text side --------------------------------------------------------------------------------------------
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled text-tower output before the projection head (what locked-text mode caches)."""
+        return self.text_encoder(input_ids, attention_mask)
+
+    def project_text(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        z = self.text_proj(features)
+        return nn.functional.normalize(z, dim=-1) if normalize else z
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.project_text(self.text_features(input_ids, attention_mask), normalize)
+
+    # -- convenience for inference ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Texts -> normalised embeddings [len(texts), proj_dim] (eval mode, batched)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self.encode_text(**self.text_encoder.tokenize(texts[i:i + batch_size], self.device))
+                   for i in range(0, len(texts), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, self.config.proj_dim)
+
+    @torch.no_grad()
+    def embed_graphs(self, graphs: Sequence, batch_size: int = 256) -> torch.Tensor:
+        """MolGraphs -> normalised embeddings [len(graphs), proj_dim] (eval mode, batched)."""
+        from momu.chem.featurize import graphs_to_pyg_batch
+
+        was_training = self.training
+        self.eval()
+        try:
+            out = [self.encode_graph(graphs_to_pyg_batch(graphs[i:i + batch_size], self.config.graph.bond_feature)
+                                     .to(self.device))
+                   for i in range(0, len(graphs), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0, self.config.proj_dim)
+
+    def similarity(self, graph_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity matrix [G, T] between normalised graph and text embeddings."""
+        return graph_emb @ text_emb.t()
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(directory / WEIGHTS_FILE), metadata={"format": "momu", "version": str(FORMAT_VERSION)})
+        self.text_encoder.save_hf_files(directory / TEXT_ENCODER_DIR)
+        payload = {"format_version": FORMAT_VERSION, "config": self.config.model_dump(mode="json")}
+        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MoMu":
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved MoMu model (no {CONFIG_FILE})")
+        payload = json.loads(config_path.read_text())
+        config = MoMuConfig.model_validate(payload["config"])
+        model = cls(config, text_hf_dir=str(directory / TEXT_ENCODER_DIR))
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=str(map_location))
+        return model
+
+
+def build_model(config: MoMuConfig) -> MoMu:
+    """Factory: a fresh MoMu (text tower from its pretrained weights, graph tower and heads randomly initialised)."""
+    return MoMu(config)

@@ -1,0 +1,44 @@
+"""MLflow helpers: one run per job, a local SQLite store by default, the same field names as the config."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+from pydantic import BaseModel
+
+from momu.config import flatten_config
+
+DEFAULT_STORE_DIR = Path("runs")
+
+
+def resolve_tracking_uri(explicit: Optional[str] = None, store_dir: Path = DEFAULT_STORE_DIR) -> str:
+    """Explicit config value, else $MLFLOW_TRACKING_URI, else a SQLite file in `store_dir` (embedded default)."""
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(store_dir / 'mlflow.db').resolve()}"
+
+
+@contextlib.contextmanager
+def mlflow_run(config: BaseModel, experiment: str, tracking_uri: Optional[str] = None,
+               run_name: Optional[str] = None, store_dir: Path = DEFAULT_STORE_DIR) -> Iterator[object]:
+    """Start an MLflow run, log the flattened config as params and the resolved config as an artifact."""
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri, store_dir)
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
+        # Keep local artifacts next to the database instead of in the current directory's ./mlruns.
+        mlflow.create_experiment(experiment, artifact_location=(store_dir / "mlartifacts" / experiment).resolve().as_uri())
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten_config(config).items()}
+        mlflow.log_params(params)
+        mlflow.log_dict(config.model_dump(mode="json"), "config.json")
+        yield run
