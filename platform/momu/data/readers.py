@@ -1,0 +1,721 @@
+"""Readers for the source formats: ChEBI-20 pairs, the MoMu pretraining corpus, MoleculeNet CSVs and molecule
+libraries (.smi, CSV/TSV, Parquet, SDF). Each returns a `ReadResult` (records table + `ReadReport`); library
+formats also stream in chunks so PubChem-scale files are never loaded whole.
+
+Readers check structure only. SMILES are not parsed here (except SDF, where RDKit is the parser): featurization
+is a later stage that reports its own rejections.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rdkit import Chem
+
+from momu.chem.columns import GRAPH_COLUMNS, graphs_to_columns
+from momu.chem.featurize import MolGraph, Rejection
+from momu.data.records import (
+    RECORD_COLUMNS,
+    MalformedReason as R,
+    ReadReport,
+    ReadResult,
+    build_records,
+    empty_records,
+    record_schema,
+)
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+Chunks = Iterator[tuple[pa.Table, ReadReport]]
+
+DEFAULT_CHUNK_ROWS = 65_536
+DEFAULT_MOMU_CHUNK_ROWS = 1_024
+
+CHEBI20_HEADER = ("cid", "smiles", "description")
+MOLECULENET_SMILES_COLUMNS = ("smiles", "mol")
+# Isomeric before canonical: PubChem's "canonical" SMILES drop stereo, and chirality is a MoMu atom feature.
+LIBRARY_SMILES_COLUMNS = ("smiles", "isomeric_smiles", "isosmiles", "canonical_smiles", "canonicalsmiles", "mol")
+LIBRARY_ID_COLUMNS = ("cid", "pubchem_cid", "id", "name", "chembl_id")
+
+# Longest suffixes first so ".csv.gz" wins over ".gz".
+LIBRARY_FORMATS = {
+    ".smi.gz": "smi", ".smiles.gz": "smi", ".csv.gz": "csv", ".tsv.gz": "tsv", ".sdf.gz": "sdf",
+    ".smi": "smi", ".smiles": "smi", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".sdf": "sdf",
+}
+PAIR_FORMATS = ("chebi20", "momu_corpus", "records_parquet")
+
+
+# ----------------------------------------------------------------------------------------------- ChEBI-20
+
+
+def read_chebi20(path: PathLike) -> ReadResult:
+    """ChEBI-20 `CID<TAB>SMILES<TAB>description` with a header line -> records (texts = [description]).
+
+    Blank lines are skipped and not counted. Malformed: wrong field count, duplicate header, empty CID,
+    empty SMILES, empty description, undecodable bytes.
+    """
+    path = _existing_file(path)
+    report = ReadReport(str(path))
+    ids, smiles, texts = [], [], []
+    header_seen = False
+    for lineno, line, decoded in _decoded_lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        is_header = tuple(f.strip().lower() for f in fields) == CHEBI20_HEADER
+        if not header_seen:
+            if not is_header:
+                raise ValueError(f"{path}: expected the ChEBI-20 header 'CID<TAB>SMILES<TAB>description' on "
+                                 f"line {lineno}, found {line[:120]!r}")
+            header_seen = True
+            continue
+        if not decoded:
+            report.add_malformed(lineno, R.BAD_ENCODING, line)
+        elif is_header:
+            report.add_malformed(lineno, R.DUPLICATE_HEADER, line)
+        elif len(fields) != 3:
+            report.add_malformed(lineno, R.WRONG_FIELD_COUNT, line)
+        else:
+            cid, smi, description = (f.strip() for f in fields)
+            if not cid:
+                report.add_malformed(lineno, R.EMPTY_ID, line)
+            elif not smi:
+                report.add_malformed(lineno, R.EMPTY_SMILES, line)
+            elif not description:
+                report.add_malformed(lineno, R.EMPTY_DESCRIPTION, line)
+            else:
+                ids.append(cid)
+                smiles.append(smi)
+                texts.append([description])
+                report.add_ok()
+    table = build_records(ids, smiles, texts, [None] * len(ids), str(path))
+    return ReadResult(table, report)
+
+
+# ----------------------------------------------------------------------------------------------- MoMu corpus
+
+_TEXT_NAME = re.compile(r"text_(\d+)\.txt")
+_GRAPH_NAME = re.compile(r"graph_(\d+)\.pt")
+OGB_NUM_ATOM_FEATURES = 9
+OGB_NUM_BOND_FEATURES = 3
+OGB_MAX_ATOM_INDEX = 118  # 0..117 = atomic number - 1, 118 = OGB "misc"
+OGB_CHIRALITY_VALUES = 5  # unspecified, CW, CCW, other, misc
+OGB_BOND_TYPE_MISC = 4
+OGB_BOND_STEREO_VALUES = 6
+
+
+def read_momu_corpus(corpus_dir: PathLike) -> ReadResult:
+    """MoMu pretraining corpus directory (`text/text_<i>.txt`, `graph/graph_<i>.pt`) -> records with graph
+    columns, one per molecule index i, in increasing i. id = "<i>", smiles = null, texts = the non-empty lines.
+
+    bond_dir is all zeros: OGB features store bond stereo but no bond direction. Models using
+    bond_feature="direction" therefore see no direction information on these graphs.
+    """
+    tables, report = [], ReadReport(str(Path(corpus_dir)))
+    for table, chunk_report in iter_momu_corpus(corpus_dir):
+        tables.append(table)
+        report = report.merge(chunk_report)
+    return ReadResult(pa.concat_tables(tables), report)
+
+
+def iter_momu_corpus(corpus_dir: PathLike, chunk_rows: int = DEFAULT_MOMU_CHUNK_ROWS) -> Chunks:
+    """Stream the corpus as (records chunk, report for the molecules in that chunk); see read_momu_corpus.
+    The last chunk is always yielded, possibly empty, so the reports cover every molecule."""
+    _check_chunk_rows(chunk_rows)
+    corpus_dir = Path(corpus_dir)
+    texts, graphs, ignored = _momu_files(corpus_dir)
+    source = str(corpus_dir)
+    batch = _GraphChunk(source)
+    if ignored:
+        batch.report.metadata["ignored_files"] = ignored
+    for index in sorted(texts.keys() | graphs.keys()):
+        record = _read_momu_molecule(texts.get(index), graphs.get(index))
+        if isinstance(record, Rejection):
+            batch.report.add_malformed(index, record.reason, record.detail)
+            continue
+        batch.add(str(index), *record)
+        if batch.size >= chunk_rows:
+            yield batch.flush()
+            batch = _GraphChunk(source)
+    yield batch.flush()
+
+
+def convert_momu_corpus(corpus_dir: PathLike, out_path: PathLike,
+                        chunk_rows: int = DEFAULT_MOMU_CHUNK_ROWS) -> ReadReport:
+    """Read the corpus once (unpickling .pt files safely) and write its records to Parquet. The file appears
+    atomically: it is written under a temporary name in the same folder, then renamed."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    report = ReadReport(str(Path(corpus_dir)))
+    try:
+        with pq.ParquetWriter(tmp_path, record_schema(with_graph=True)) as writer:
+            for table, chunk_report in iter_momu_corpus(corpus_dir, chunk_rows=chunk_rows):
+                if table.num_rows:
+                    writer.write_table(table)
+                report = report.merge(chunk_report)
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return report
+
+
+def load_momu_graph(pt_path: PathLike) -> Union[MolGraph, Rejection]:
+    """One MoMu `graph_<i>.pt` -> MolGraph, or a Rejection (reason from MalformedReason)."""
+    try:
+        data = safe_load_pyg(pt_path)
+    except Exception as exc:  # corrupt file, or pickle content outside the allow-list
+        return Rejection(R.UNREADABLE_GRAPH, f"{type(exc).__name__}: {_short_error(exc)}")
+    return momu_graph_from_pyg(data)
+
+
+def _short_error(exc: Exception) -> str:
+    # torch's weights_only errors start with paragraphs of advice; the line naming the cause is what matters.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    causes = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (causes or lines or [""])[0]
+
+
+def safe_load_pyg(pt_path: PathLike):
+    """torch.load a pickled PyG object with weights_only=True, allow-listing only the classes a saved `Data`
+    references (Data, DataEdgeAttr, DataTensorAttr, GlobalStorage). Never executes arbitrary pickle code.
+
+    Note: importing torch_geometric itself registers a few more PyG classes (HeteroData, ...) as safe globals
+    process-wide; those are plain containers too."""
+    import torch
+
+    if not hasattr(torch.serialization, "safe_globals"):
+        raise RuntimeError("reading .pt graphs safely needs torch>=2.5 (torch.serialization.safe_globals)")
+    with torch.serialization.safe_globals(_pyg_safe_globals()):
+        return torch.load(pt_path, map_location="cpu", weights_only=True)
+
+
+def momu_graph_from_pyg(data) -> Union[MolGraph, Rejection]:
+    """A PyG Data with OGB features (x [N,9], edge_index [2,E], edge_attr [E,3]) -> MolGraph, or a Rejection.
+
+    atom_type = x[:,0]; chirality = x[:,1] with OGB CHI_OTHER/misc (3, 4) mapped to unspecified as in
+    featurize.py; bond_type = edge_attr[:,0] (4 = OGB misc is rejected as unsupported_bond); bond_stereo =
+    edge_attr[:,1] (OGB order = ours); bond_dir = 0 (OGB stores none)."""
+    import torch
+    from torch_geometric.data import Data
+
+    if not isinstance(data, Data):
+        return Rejection(R.NOT_A_GRAPH, f"expected a torch_geometric Data, got {type(data).__name__}")
+    tensors = {name: getattr(data, name, None) for name in ("x", "edge_index", "edge_attr")}
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor) or value.is_floating_point() or value.is_complex():
+            return Rejection(R.NOT_A_GRAPH, f"Data.{name} is not an integer tensor ({type(value).__name__})")
+    x, edge_index, edge_attr = (t.detach().cpu().numpy().astype(np.int64) for t in tensors.values())
+    if x.ndim != 2 or x.shape[1] != OGB_NUM_ATOM_FEATURES:
+        return Rejection(R.GRAPH_SHAPE_MISMATCH, f"x has shape {x.shape}, expected [N, {OGB_NUM_ATOM_FEATURES}]")
+    if edge_index.ndim != 2 or edge_index.shape[0] != 2:
+        return Rejection(R.GRAPH_SHAPE_MISMATCH, f"edge_index has shape {edge_index.shape}, expected [2, E]")
+    if edge_attr.ndim != 2 or edge_attr.shape != (edge_index.shape[1], OGB_NUM_BOND_FEATURES):
+        return Rejection(R.GRAPH_SHAPE_MISMATCH, f"edge_attr has shape {edge_attr.shape}, expected "
+                                                 f"[{edge_index.shape[1]}, {OGB_NUM_BOND_FEATURES}]")
+    num_nodes = x.shape[0]
+    if num_nodes == 0:
+        return Rejection(R.EMPTY_GRAPH, "graph has no atoms")
+    checks = [
+        ("atom type", x[:, 0], OGB_MAX_ATOM_INDEX + 1),
+        ("chirality", x[:, 1], OGB_CHIRALITY_VALUES),
+        ("edge_index", edge_index, num_nodes),
+        ("bond type", edge_attr[:, 0], OGB_BOND_TYPE_MISC + 1),
+        ("bond stereo", edge_attr[:, 1], OGB_BOND_STEREO_VALUES),
+    ]
+    for what, values, limit in checks:
+        if values.size and (values.min() < 0 or values.max() >= limit):
+            return Rejection(R.GRAPH_VALUE_OUT_OF_RANGE,
+                             f"{what} values {values.min()}..{values.max()} outside 0..{limit - 1}")
+    if (edge_attr[:, 0] == OGB_BOND_TYPE_MISC).any():
+        return Rejection(R.UNSUPPORTED_BOND, "OGB bond type 'misc' is not single/double/triple/aromatic")
+    chirality = x[:, 1]
+    return MolGraph(
+        atom_type=x[:, 0].astype(np.uint8),
+        chirality=np.where(chirality > 2, 0, chirality).astype(np.uint8),
+        edge_index=edge_index.astype(np.int32),
+        bond_type=edge_attr[:, 0].astype(np.uint8),
+        bond_stereo=edge_attr[:, 1].astype(np.uint8),
+        bond_dir=np.zeros(edge_index.shape[1], dtype=np.uint8),
+    )
+
+
+def read_records_parquet(path: PathLike) -> ReadResult:
+    """Parquet following RECORD_SCHEMA (with or without all graph columns) -> records. Extra columns are
+    dropped; a missing record column, or only some graph columns, is a ValueError naming them. Rows with a
+    null id are malformed ("missing_id")."""
+    path = _existing_file(path)
+    table = pq.read_table(path)
+    names = table.column_names
+    missing = [c for c in RECORD_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"{path}: not a records Parquet: missing column(s) {missing}; columns are {names}")
+    present_graph = [c for c in GRAPH_COLUMNS if c in names]
+    missing_graph = [c for c in GRAPH_COLUMNS if c not in names]
+    if present_graph and missing_graph:
+        raise ValueError(f"{path}: has graph columns {present_graph} but is missing graph column(s) "
+                         f"{missing_graph}")
+    schema = record_schema(with_graph=bool(present_graph))
+    columns = []
+    for field in schema:
+        try:
+            columns.append(table.column(field.name).cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise ValueError(f"{path}: column {field.name!r} has type {table.schema.field(field.name).type}, "
+                             f"expected {field.type}: {exc}") from exc
+    table = pa.table(columns, schema=schema)
+
+    report = ReadReport(str(path))
+    null_ids = np.flatnonzero(table.column("id").is_null().to_numpy(zero_copy_only=False))
+    for row in null_ids:
+        report.add_malformed(int(row), R.MISSING_ID, f"record {row}")
+    if len(null_ids):
+        table = table.filter(pc.invert(table.column("id").is_null()))
+    report.add_ok(table.num_rows)
+    return ReadResult(table, report)
+
+
+def _momu_files(corpus_dir: Path) -> tuple[dict[int, Path], dict[int, Path], int]:
+    """({i: text path}, {i: graph path}, number of files ignored for not matching the naming scheme)."""
+    text_dir, graph_dir = corpus_dir / "text", corpus_dir / "graph"
+    if not text_dir.is_dir() and not graph_dir.is_dir():
+        raise FileNotFoundError(f"{corpus_dir}: not a MoMu corpus directory (needs text/ and graph/ subfolders)")
+    ignored = 0
+
+    def index(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
+        nonlocal ignored
+        found = {}
+        for entry in (folder.iterdir() if folder.is_dir() else ()):
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_file():
+                found[int(match.group(1))] = entry
+            else:
+                ignored += 1
+        return found
+
+    return index(text_dir, _TEXT_NAME), index(graph_dir, _GRAPH_NAME), ignored
+
+
+def _read_momu_molecule(text_path: Optional[Path], graph_path: Optional[Path]):
+    """(texts, MolGraph) for one molecule, or a Rejection."""
+    if text_path is None:
+        return Rejection(R.MISSING_TEXT, f"{graph_path.name} has no matching text file")
+    if graph_path is None:
+        return Rejection(R.MISSING_GRAPH, f"{text_path.name} has no matching graph file")
+    try:
+        content = text_path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Rejection(R.UNREADABLE_TEXT, f"{text_path.name}: {exc}")
+    paragraphs = [line.strip() for line in content.split("\n") if line.strip()]
+    if not paragraphs:
+        return Rejection(R.EMPTY_TEXT, f"{text_path.name} has no non-blank line")
+    graph = load_momu_graph(graph_path)
+    if isinstance(graph, Rejection):
+        return Rejection(graph.reason, f"{graph_path.name}: {graph.detail}")
+    return paragraphs, graph
+
+
+def _pyg_safe_globals() -> list:
+    from torch_geometric.data import data as pyg_data, storage as pyg_storage
+
+    names = [(pyg_data, "Data"), (pyg_data, "DataEdgeAttr"), (pyg_data, "DataTensorAttr"),
+             (pyg_storage, "GlobalStorage")]
+    return [getattr(module, name) for module, name in names if hasattr(module, name)]
+
+
+class _GraphChunk:
+    def __init__(self, source: str):
+        self.source = source
+        self.report = ReadReport(source)
+        self.ids, self.texts, self.graphs = [], [], []
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def add(self, id_: str, texts: list[str], graph: MolGraph) -> None:
+        self.ids.append(id_)
+        self.texts.append(texts)
+        self.graphs.append(graph)
+        self.report.add_ok()
+
+    def flush(self) -> tuple[pa.Table, ReadReport]:
+        n = self.size
+        table = build_records(self.ids, [None] * n, self.texts, [None] * n, self.source,
+                              graph_columns=graphs_to_columns(self.graphs))
+        return table, self.report
+
+
+# ----------------------------------------------------------------------------------------------- MoleculeNet
+
+
+def read_moleculenet(path: PathLike, smiles_column: Optional[str] = None,
+                     task_columns: Optional[Sequence[str]] = None) -> ReadResult:
+    """MoleculeNet CSV (or .csv.gz) -> records with labels (float32, blank -> NaN). id = 0-based data row.
+
+    The SMILES column is `smiles_column` or auto-detected (smiles / mol, case-insensitive); tasks are
+    `task_columns` or every other column, listed in report.task_names. Malformed: wrong field count, empty
+    SMILES, a non-numeric label, undecodable bytes."""
+    path = _existing_file(path)
+    rows = _csv_rows(path, delimiter=",")
+    header = _read_header(path, rows)
+    smiles_idx = _find_column(path, header, smiles_column, MOLECULENET_SMILES_COLUMNS, "SMILES")
+    if task_columns is None:
+        task_idx = [i for i in range(len(header)) if i != smiles_idx]
+    else:
+        task_idx = [_find_column(path, header, name, (), "task") for name in task_columns]
+    report = ReadReport(str(path), task_names=[header[i] for i in task_idx])
+
+    ids, smiles, labels = [], [], []
+    for data_row, (lineno, fields, reason, raw) in enumerate(rows):
+        if reason is not None:
+            report.add_malformed(lineno, reason, raw)
+            continue
+        if len(fields) != len(header):
+            report.add_malformed(lineno, R.WRONG_FIELD_COUNT, ",".join(fields))
+            continue
+        smi = fields[smiles_idx].strip()
+        if not smi:
+            report.add_malformed(lineno, R.MISSING_SMILES, ",".join(fields))
+            continue
+        try:
+            values = [float(v) if v.strip() else float("nan") for v in (fields[i] for i in task_idx)]
+        except ValueError:
+            report.add_malformed(lineno, R.NON_NUMERIC_LABEL, ",".join(fields))
+            continue
+        ids.append(str(data_row))
+        smiles.append(smi)
+        labels.append(values)
+        report.add_ok()
+    table = build_records(ids, smiles, [[] for _ in ids], labels, str(path))
+    return ReadResult(table, report)
+
+
+# ----------------------------------------------------------------------------------------------- libraries
+
+
+def read_molecule_library(path: PathLike, smiles_column: Optional[str] = None, id_column: Optional[str] = None,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ReadResult:
+    """A molecule library file, directory or glob -> records (texts empty, labels null), loaded whole.
+    See iter_molecule_library for formats and column rules; use that for files that do not fit in memory."""
+    tables, report = [], ReadReport(str(Path(path)))
+    for table, chunk_report in iter_molecule_library(path, smiles_column, id_column, chunk_rows):
+        tables.append(table)
+        report = report.merge(chunk_report, path=report.path)
+    return ReadResult(pa.concat_tables(tables) if tables else empty_records(), report)
+
+
+def iter_molecule_library(path: PathLike, smiles_column: Optional[str] = None, id_column: Optional[str] = None,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Chunks:
+    """Stream a library as (records chunk of at most chunk_rows, report for the rows read for that chunk).
+    Merging every chunk's report gives the whole read's report; each file ends with one chunk (possibly empty).
+
+    Formats by suffix:
+      .smi/.smiles[.gz]   `SMILES [whitespace id...]` per line; blank lines skipped; a first line starting with
+                          the word "SMILES" is a header; no id -> the 1-based line number. Column args ignored.
+      .csv/.tsv[.gz]      header row; SMILES column given or auto-detected (LIBRARY_SMILES_COLUMNS, case-
+      .parquet            insensitive); id column given or auto-detected (LIBRARY_ID_COLUMNS), else the 0-based
+                          data row. Empty SMILES -> "missing_smiles"; empty id -> "missing_id".
+      .sdf[.gz]           RDKit ForwardSDMolSupplier; smiles = Chem.MolToSmiles(mol); id = property id_column
+                          (e.g. PUBCHEM_COMPOUND_CID) or the title line, else the 0-based record index. A record
+                          RDKit cannot read -> "bad_sdf_record".
+      directory / glob    every file with a supported suffix, in sorted order (others are skipped).
+    """
+    _check_chunk_rows(chunk_rows)
+    for file in _library_files(path):
+        reader = _LIBRARY_READERS[_library_format(file)]
+        yield from reader(file, smiles_column, id_column, chunk_rows)
+
+
+def _iter_smi(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
+    chunk = _LibraryChunk(str(path))
+    first = True
+    for lineno, line, decoded in _decoded_lines(path):
+        text = line.strip()
+        if not text:
+            continue
+        if first:
+            first = False
+            if text.split(None, 1)[0].lower() == "smiles":
+                continue
+        if not decoded:
+            chunk.report.add_malformed(lineno, R.BAD_ENCODING, text)
+        else:
+            parts = text.split(None, 1)
+            chunk.add(parts[1].strip() if len(parts) > 1 else str(lineno), parts[0])
+        if chunk.size >= chunk_rows:
+            yield chunk.flush()
+            chunk = _LibraryChunk(str(path))
+    yield chunk.flush()
+
+
+def _iter_delimited(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
+    delimiter = "\t" if _library_format(path) == "tsv" else ","
+    rows = _csv_rows(path, delimiter)
+    header = _read_header(path, rows)
+    smiles_idx = _find_column(path, header, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES")
+    id_idx = _find_column(path, header, id_column, LIBRARY_ID_COLUMNS, "id", required=False)
+    chunk = _LibraryChunk(str(path))
+    for data_row, (lineno, fields, reason, raw) in enumerate(rows):
+        if reason is not None:
+            chunk.report.add_malformed(lineno, reason, raw)
+        elif len(fields) != len(header):
+            chunk.report.add_malformed(lineno, R.WRONG_FIELD_COUNT, delimiter.join(fields))
+        elif not fields[smiles_idx].strip():
+            chunk.report.add_malformed(lineno, R.MISSING_SMILES, delimiter.join(fields))
+        elif id_idx is not None and not fields[id_idx].strip():
+            chunk.report.add_malformed(lineno, R.MISSING_ID, delimiter.join(fields))
+        else:
+            id_ = fields[id_idx].strip() if id_idx is not None else str(data_row)
+            chunk.add(id_, fields[smiles_idx].strip())
+        if chunk.size >= chunk_rows:
+            yield chunk.flush()
+            chunk = _LibraryChunk(str(path))
+    yield chunk.flush()
+
+
+def _iter_parquet(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
+    parquet = pq.ParquetFile(path)
+    names = parquet.schema_arrow.names
+    smiles_name = names[_find_column(path, names, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES")]
+    id_idx = _find_column(path, names, id_column, LIBRARY_ID_COLUMNS, "id", required=False)
+    id_name = names[id_idx] if id_idx is not None else None
+    columns = [smiles_name] + ([id_name] if id_name and id_name != smiles_name else [])
+    offset = 0
+    batches = parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+    for batch in batches:
+        n = batch.num_rows
+        smiles = pc.utf8_trim_whitespace(batch.column(smiles_name).cast(pa.string()))
+        if id_name is not None:
+            ids = pc.utf8_trim_whitespace(batch.column(id_name).cast(pa.string()))
+        else:
+            ids = pa.array([str(i) for i in range(offset, offset + n)], pa.string())
+        no_smiles = _is_blank(smiles)
+        no_id = _is_blank(ids)
+        report = ReadReport(str(path))
+        for i in np.flatnonzero(no_smiles | no_id):
+            reason = R.MISSING_SMILES if no_smiles[i] else R.MISSING_ID
+            report.add_malformed(offset + int(i), reason, f"id={ids[i].as_py()!r} smiles={smiles[i].as_py()!r}")
+        keep = pa.array(~(no_smiles | no_id))
+        ids, smiles = ids.filter(keep), smiles.filter(keep)
+        report.add_ok(len(ids))
+        yield build_records(ids, smiles, [[]] * len(ids), [None] * len(ids), str(path)), report
+        offset += n
+    if offset == 0:
+        yield empty_records(), ReadReport(str(path))
+
+
+def _iter_sdf(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
+    chunk = _LibraryChunk(str(path))
+    with _open_binary(path) as handle:
+        for index, mol in enumerate(Chem.ForwardSDMolSupplier(handle)):
+            if mol is None:
+                chunk.report.add_malformed(index, R.BAD_SDF_RECORD, f"SDF record {index} could not be read")
+            else:
+                key = id_column if id_column is not None else "_Name"
+                id_ = mol.GetProp(key).strip() if mol.HasProp(key) else ""
+                smiles = Chem.MolToSmiles(mol)
+                if not smiles:
+                    chunk.report.add_malformed(index, R.MISSING_SMILES, f"SDF record {index} ({id_}) has no atoms")
+                elif not id_ and id_column is not None:
+                    chunk.report.add_malformed(index, R.MISSING_ID, f"SDF record {index} has no {id_column}")
+                else:
+                    chunk.add(id_ or str(index), smiles)
+            if chunk.size >= chunk_rows:
+                yield chunk.flush()
+                chunk = _LibraryChunk(str(path))
+    yield chunk.flush()
+
+
+_LIBRARY_READERS = {"smi": _iter_smi, "csv": _iter_delimited, "tsv": _iter_delimited,
+                    "parquet": _iter_parquet, "sdf": _iter_sdf}
+
+
+class _LibraryChunk:
+    def __init__(self, source: str):
+        self.source = source
+        self.report = ReadReport(source)
+        self.ids, self.smiles = [], []
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def add(self, id_: str, smiles: str) -> None:
+        self.ids.append(id_)
+        self.smiles.append(smiles)
+        self.report.add_ok()
+
+    def flush(self) -> tuple[pa.Table, ReadReport]:
+        n = self.size
+        return build_records(self.ids, self.smiles, [[]] * n, [None] * n, self.source), self.report
+
+
+def _library_format(path: Path) -> Optional[str]:
+    name = path.name.lower()
+    return next((fmt for suffix, fmt in LIBRARY_FORMATS.items() if name.endswith(suffix)), None)
+
+
+def _library_files(path: PathLike) -> list[Path]:
+    supported = ", ".join(LIBRARY_FORMATS)
+    p = Path(path)
+    if p.is_dir():
+        candidates = sorted(f for f in p.iterdir() if f.is_file())
+    elif p.is_file():
+        if _library_format(p) is None:
+            raise ValueError(f"{p}: unsupported molecule library format; supported suffixes: {supported}")
+        return [p]
+    elif glob.has_magic(str(path)):
+        candidates = sorted(Path(f) for f in glob.glob(str(path)) if os.path.isfile(f))
+        if not candidates:
+            raise FileNotFoundError(f"no files match {str(path)!r}")
+    else:
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
+    files = [f for f in candidates if _library_format(f) is not None]
+    skipped = len(candidates) - len(files)
+    if not files:
+        raise ValueError(f"{path}: no files with a supported suffix ({supported})")
+    if skipped:
+        log.info("%s: skipped %d file(s) without a supported suffix", path, skipped)
+    return files
+
+
+# ----------------------------------------------------------------------------------------------- read_pairs
+
+
+def read_pairs(path: PathLike, format: str = "auto") -> ReadResult:
+    """Molecule-text pairs for training: "chebi20" (.txt/.tsv), "momu_corpus" (a directory with text/ and
+    graph/) or "records_parquet" (.parquet); "auto" picks by path."""
+    if format == "auto":
+        format = _detect_pair_format(Path(path))
+    if format == "chebi20":
+        return read_chebi20(path)
+    if format == "momu_corpus":
+        return read_momu_corpus(path)
+    if format == "records_parquet":
+        return read_records_parquet(path)
+    raise ValueError(f"unknown pair format {format!r}; expected 'auto' or one of {PAIR_FORMATS}")
+
+
+def _detect_pair_format(path: Path) -> str:
+    if path.is_dir():
+        if (path / "text").is_dir() or (path / "graph").is_dir():
+            return "momu_corpus"
+        raise ValueError(f"{path}: a directory, but not a MoMu corpus (no text/ or graph/ subfolder)")
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "records_parquet"
+    if suffix in (".txt", ".tsv"):
+        return "chebi20"
+    raise ValueError(f"{path}: cannot tell the pair format from the suffix {suffix!r}; pass format= one of "
+                     f"{PAIR_FORMATS}")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _existing_file(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    return p
+
+
+def _check_chunk_rows(chunk_rows: int) -> None:
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """(1-based line number, text, decoded cleanly). Undecodable bytes become U+FFFD and decoded=False, so
+    callers can report the line instead of failing the whole file."""
+    with _open_binary(path) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                yield lineno, raw.decode("utf-8"), True
+            except UnicodeDecodeError:
+                yield lineno, raw.decode("utf-8", errors="replace"), False
+
+
+def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str], Optional[str], str]]:
+    """CSV rows as (line number, fields, malformed reason or None, raw text); blank lines skipped.
+    A line with undecodable bytes or a csv parse error makes its row malformed rather than stopping the read."""
+    bad_lines: list[int] = []
+
+    def lines() -> Iterator[str]:
+        for lineno, text, decoded in _decoded_lines(path):
+            if not decoded:
+                bad_lines.append(lineno)
+            yield text
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, [], R.CSV_ERROR, str(exc)
+            continue
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        if bad_lines and bad_lines[0] <= reader.line_num:
+            del bad_lines[:]
+            yield reader.line_num, fields, R.BAD_ENCODING, delimiter.join(fields)
+            continue
+        yield reader.line_num, fields, None, ""
+
+
+def _read_header(path: Path, rows: Iterator) -> list[str]:
+    for lineno, fields, reason, raw in rows:
+        if reason is not None:
+            raise ValueError(f"{path}: unreadable header on line {lineno}: {reason} {raw[:120]!r}")
+        header = [f.strip() for f in fields]
+        header[0] = header[0].lstrip("\ufeff")  # byte-order mark written by some spreadsheet exports
+        return header
+    raise ValueError(f"{path}: empty file (no header row)")
+
+
+def _find_column(path: Path, header: Sequence[str], given: Optional[str], candidates: Sequence[str], what: str,
+                 required: bool = True) -> Optional[int]:
+    """Index of the `given` column (exact, else case-insensitive), else of the first candidate present
+    (case-insensitive, candidates in priority order)."""
+    lowered = [h.lower() for h in header]
+    if given is not None:
+        if given in header:
+            return list(header).index(given)
+        if given.lower() in lowered:
+            return lowered.index(given.lower())
+        raise ValueError(f"{path}: no {what} column {given!r}; columns are {list(header)}")
+    for candidate in candidates:
+        if candidate in lowered:
+            return lowered.index(candidate)
+    if not required:
+        return None
+    raise ValueError(f"{path}: no {what} column found (looked for {list(candidates)}, any case); columns are "
+                     f"{list(header)}; pass the column name explicitly")
+
+
+def _is_blank(values: pa.Array) -> np.ndarray:
+    blank = pc.fill_null(pc.equal(pc.utf8_length(values), 0), True)
+    return blank.to_numpy(zero_copy_only=False).astype(bool)
