@@ -62,3 +62,13 @@ def test_cli_help_lists_jobs():
         assert job in out.stdout
     sub = subprocess.run([sys.executable, "-m", "momu.cli", "train-local", "--help"], capture_output=True, text=True)
     assert sub.returncode == 0 and "--model.graph.self_loop_bond_type" in sub.stdout
+
+
+def test_cli_convert_corpus(tmp_path, capsys):
+    from conftest import SAMPLE
+    from momu.data.readers import read_records_parquet
+
+    out = tmp_path / "corpus.parquet"
+    assert main(["convert-corpus", str(SAMPLE / "momu_corpus"), str(out)]) == 0
+    assert "6 ok" in capsys.readouterr().out
+    assert read_records_parquet(out).table.num_rows == 6

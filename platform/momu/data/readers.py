@@ -354,7 +354,7 @@ class _GraphChunk:
         self.report.add_ok()
 
     def flush(self) -> tuple[pa.Table, ReadReport]:
-        n = self.size
+        n = len(self.ids)
         table = build_records(self.ids, [None] * n, self.texts, [None] * n, self.source,
                               graph_columns=graphs_to_columns(self.graphs))
         return table, self.report
@@ -506,7 +506,7 @@ def _iter_parquet(path: Path, smiles_column, id_column, chunk_rows: int) -> Chun
             ids = pa.array([str(i) for i in range(offset, offset + n)], pa.string())
         no_smiles = _is_blank(smiles)
         no_id = _is_blank(ids)
-        report = ReadReport(str(path))
+        report = ReadReport(str(path), max_examples=None)
         for i in np.flatnonzero(no_smiles | no_id):
             reason = R.MISSING_SMILES if no_smiles[i] else R.MISSING_ID
             report.add_malformed(offset + int(i), reason, f"id={ids[i].as_py()!r} smiles={smiles[i].as_py()!r}")
@@ -548,12 +548,13 @@ _LIBRARY_READERS = {"smi": _iter_smi, "csv": _iter_delimited, "tsv": _iter_delim
 class _LibraryChunk:
     def __init__(self, source: str):
         self.source = source
-        self.report = ReadReport(source)
+        self.report = ReadReport(source, max_examples=None)  # every malformed row, for rejects files
         self.ids, self.smiles = [], []
 
     @property
     def size(self) -> int:
-        return len(self.ids)
+        """Rows taken into this chunk, good or malformed (bounds the memory of both)."""
+        return len(self.ids) + self.report.rows_malformed
 
     def add(self, id_: str, smiles: str) -> None:
         self.ids.append(id_)
@@ -561,7 +562,7 @@ class _LibraryChunk:
         self.report.add_ok()
 
     def flush(self) -> tuple[pa.Table, ReadReport]:
-        n = self.size
+        n = len(self.ids)
         return build_records(self.ids, self.smiles, [[]] * n, [None] * n, self.source), self.report
 
 

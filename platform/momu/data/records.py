@@ -88,9 +88,12 @@ class ReadReport:
     rows_read: int = 0
     rows_ok: int = 0
     malformed: Counter = dataclasses.field(default_factory=Counter)
-    examples: list = dataclasses.field(default_factory=list)  # MalformedExample, at most MAX_EXAMPLES
+    examples: list = dataclasses.field(default_factory=list)  # MalformedExample, at most max_examples
     task_names: list = dataclasses.field(default_factory=list)
     metadata: dict = dataclasses.field(default_factory=dict)
+    # None keeps every malformed row: streamed chunk reports use it (a chunk is bounded by chunk_rows) so that
+    # downstream jobs can write each bad row's raw input to a rejects file; merged reports keep a sample.
+    max_examples: Optional[int] = MAX_EXAMPLES
 
     @property
     def rows_malformed(self) -> int:
@@ -103,7 +106,7 @@ class ReadReport:
     def add_malformed(self, row: int, reason: str, raw: object = "") -> None:
         self.rows_read += 1
         self.malformed[reason] += 1
-        if len(self.examples) < MAX_EXAMPLES:
+        if self.max_examples is None or len(self.examples) < self.max_examples:
             self.examples.append(MalformedExample(row, reason, _snippet(raw)))
 
     def merge(self, other: "ReadReport", path: Optional[str] = None) -> "ReadReport":
