@@ -44,3 +44,15 @@ def small_model(small_model_config):
 
     torch.manual_seed(0)
     return build_model(small_model_config)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole session, on loopback, shut down at the end."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()

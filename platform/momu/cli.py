@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence, get_args
 
 from pydantic import BaseModel
 
-from momu.config import ConfigError, TrainConfig, load_config
+from momu.config import ConfigError, PretrainConfig, TrainConfig, load_config
 
 
 def _config_fields(cls: type[BaseModel], prefix: str = ""):
@@ -78,6 +78,25 @@ def _cmd_train_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from momu.train.ray_train import run_pretrain
+
+    config = config_from_args(PretrainConfig, args)
+    result = run_pretrain(config, output_dir=args.output_dir, log_to_mlflow=not args.no_mlflow)
+    m = result.metrics
+    print(f"\nrun {result.run_name}: {m.get('step', 0)} steps, epoch {m.get('epoch')}, "
+          f"train loss {m.get('train_loss', float('nan')):.3f}")
+    if "val_acc_g2t" in m:
+        print(f"validation 1-of-{config.eval_batch_size} in-batch accuracy: graph->text {m['val_acc_g2t']:.3f}, "
+              f"text->graph {m['val_acc_t2g']:.3f} (chance {m['val_chance']:.3f})")
+    print(f"throughput {m.get('samples_per_s_overall', 0):.1f} samples/s, data wait "
+          f"{100 * m.get('data_wait_fraction', 0):.1f}% of step time")
+    print(f"checkpoint: {result.checkpoint_path}\nmodel:      {result.model_dir}")
+    if result.mlflow_run_id:
+        print(f"MLflow run: {result.mlflow_run_id}" + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
+    return 0
+
+
 def _cmd_featurize(args: argparse.Namespace) -> int:
     from momu.chem.library import featurize_library
 
@@ -112,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train_local)
+
+    p = sub.add_parser("pretrain", help="distributed contrastive pretraining on Ray (Ray Data + Ray Train + MLflow)",
+                       description="MoMu pretraining on a Ray cluster (local by default; inside `ray job submit` it "
+                                   "joins the job's cluster). Objective momu (graph<->text) or graphcl (graph-only "
+                                   "initialisation). Checkpoints every --checkpoint_every steps; a failed worker "
+                                   "group restarts from the last one; --resume continues an earlier run.")
+    add_config_arguments(p, PretrainConfig)
+    p.add_argument("--output-dir", default=None, help="where to save the final model (default: in the run's storage)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("featurize", help="molecule library -> Parquet graph columns + rejects",
                        description="Featurize a molecule library (.smi, CSV/TSV, Parquet, SDF, .sdf.gz, a directory "

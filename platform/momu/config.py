@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
 
@@ -85,6 +85,90 @@ class TrainConfig(StrictModel):
         if not v:
             raise ValueError("at least one of g1t1, g1t2, g2t1, g2t2 is needed")
         return sorted(set(v), key=v.index)
+
+
+TextMode = Literal["auto", "finetune", "frozen", "locked"]
+Augmentation = Literal["drop_nodes", "subgraph", "none"]
+
+
+class ScalingSection(StrictModel):
+    """Ray Train scaling: how many workers and what each one gets."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP processes)")
+    use_gpu: bool = Field(False, description="one GPU per worker; NCCL backend")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")
+    gpus_per_worker: Optional[float] = Field(None, gt=0, description="defaults to 1 when use_gpu")
+
+
+class PretrainConfig(StrictModel):
+    """Distributed contrastive pretraining (`momu pretrain`, jobs/pretrain.py).
+
+    objective "momu": graph<->text, MoMu's four InfoNCE losses. objective "graphcl": graph-only, two augmented
+    views of each molecule, InfoNCE between them (the GIN initialisation stage MoMu took from GraphCL)."""
+
+    objective: Literal["momu", "graphcl"] = "momu"
+    data_paths: list[str] = Field(default_factory=lambda: ["data/sample/chebi20/validation_slice.tsv"],
+                                  description="pair files (ChEBI-20 TSV, MoMu corpus dir, records Parquet) for "
+                                              "momu; molecule libraries (CSV/SMI/SDF/Parquet) for graphcl")
+    data_format: Literal["auto", "chebi20", "momu_corpus", "records_parquet", "library"] = "auto"
+    heldout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="fixed validation part, chosen by id hash")
+    max_atoms: int = Field(512, ge=1)
+    model: MoMuConfig = Field(default_factory=MoMuConfig)
+    graph_init: Optional[str] = Field(None, description="saved MoMu model (dir or models:/ URI) whose GIN "
+                                                        "initialises this run, e.g. a graphcl run's output")
+    text_mode: TextMode = Field("auto", description="finetune: train both towers; frozen: text tower runs but "
+                                "does not train; locked: text features computed once, cached in Parquet; "
+                                "auto: finetune on GPU, locked on CPU")
+    text_cache_dir: str = Field("runs/text_cache", description="where locked-mode text features are cached")
+    losses: list[Literal["g1t1", "g1t2", "g2t1", "g2t2"]] = ["g1t1", "g1t2", "g2t1", "g2t2"]
+    gather_negatives: bool = Field(False, description="all-gather embeddings so negatives come from every "
+                                                      "worker's batch (MoMu used per-GPU negatives)")
+    augment1: Augmentation = "drop_nodes"
+    augment2: Augmentation = "subgraph"
+    drop_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    subgraph_ratio: float = Field(0.8, ge=0.0, le=1.0)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    batch_size: int = Field(32, ge=2, description="per worker")
+    epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (GPU only)")
+    shuffle_buffer: int = Field(1024, ge=0, description="rows in each worker's local shuffle buffer")
+    checkpoint_every: int = Field(100, ge=1, description="optimiser steps between Ray Train checkpoints")
+    checkpoints_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(3, ge=0, description="worker-group restarts from the last checkpoint")
+    eval_batch_size: int = Field(64, ge=2, description="MoMu's 1-of-64 in-batch validation protocol")
+    log_every: int = Field(10, ge=1, description="steps between MLflow metric flushes")
+    seed: int = 100
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    storage_path: str = Field("runs/ray_results", description="Ray Train storage (local dir, s3://, gs://)")
+    run_name: Optional[str] = Field(None, description="Ray Train run name (default: from objective and time)")
+    resume: Optional[str] = Field(None, description="checkpoint directory of an earlier run to continue from")
+    mlflow_tracking_uri: Optional[str] = None
+    mlflow_experiment: str = "momu-pretrain"
+    register_model_name: Optional[str] = Field("momu", description="Model Registry name (None: do not register)")
+    embedding_plot: bool = Field(True, description="log a t-SNE plot of validation embeddings")
+
+    @field_validator("losses")
+    @classmethod
+    def _losses_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one of g1t1, g1t2, g2t1, g2t2 is needed")
+        return sorted(set(v), key=v.index)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PretrainConfig":
+        if self.precision == "bf16" and not self.scaling.use_gpu:
+            raise ValueError("precision: bf16 autocast needs scaling.use_gpu: true")
+        if not self.data_paths:
+            raise ValueError("data_paths: give at least one input")
+        return self
+
+    def resolved_text_mode(self) -> str:
+        if self.text_mode != "auto":
+            return self.text_mode
+        return "finetune" if self.scaling.use_gpu else "locked"
 
 
 class ConfigError(ValueError):

@@ -42,3 +42,23 @@ def mlflow_run(config: BaseModel, experiment: str, tracking_uri: Optional[str] =
         mlflow.log_params(params)
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         yield run
+
+
+def log_momu_model(model_dir: str | Path, register_name: Optional[str] = None) -> str:
+    """Log a saved MoMu directory to the active run as an MLflow pyfunc model (the directory travels as an
+    artifact; weights stay safetensors) and register it. Returns a URI `load_momu` accepts:
+    `models:/<name>/<version>` when registered, else the logged model's URI."""
+    import mlflow
+
+    import importlib.util
+
+    # Models-from-code: MLflow stores the flavour's source file, not a pickled object.
+    flavour_file = importlib.util.find_spec("momu.mlflow_model").origin
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=flavour_file, artifacts={"momu": str(model_dir)},
+        pip_requirements=["momu", "torch", "torch-geometric", "transformers", "safetensors", "rdkit"],
+    )
+    if not register_name:
+        return info.model_uri
+    version = mlflow.register_model(info.model_uri, register_name)
+    return f"models:/{register_name}/{version.version}"

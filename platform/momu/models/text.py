@@ -73,6 +73,10 @@ class TextEncoder(nn.Module):
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.pool(input_ids, attention_mask))
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the dropout (what locked-text mode caches)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         if self.config.pooling == "pooler":
             pooled = out.pooler_output
@@ -81,7 +85,7 @@ class TextEncoder(nn.Module):
         else:
             mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
             pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-        return self.dropout(pooled)
+        return pooled
 
     def save_hf_files(self, directory: str | Path) -> None:
         """Architecture config + tokenizer (no weights), enough to rebuild this tower offline."""

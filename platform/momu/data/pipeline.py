@@ -1,0 +1,270 @@
+"""Ray Data ingest for pretraining: records -> featurize (CPU tasks) -> tokenize or cached text features (actors)
+-> materialized, deterministic per-worker splits. Graphs travel as Arrow columns, never as pickled objects.
+
+Stages are small UDFs over pyarrow batches:
+  featurize_records       SMILES -> graph columns (rows from the MoMu corpus keep their own graphs)
+  TokenizeTexts           every paragraph -> token ids (two-tower modes)
+  EncodeTextFeatures      every paragraph -> pooled text-tower features (locked mode; cached in Parquet)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from momu.chem.columns import GRAPH_COLUMNS, GRAPH_SCHEMA, columns_to_graphs, graphs_to_columns
+from momu.chem.featurize import MolGraph, Rejection, featurize_smiles
+from momu.config import PretrainConfig, TextEncoderConfig
+from momu.data.pairs import heldout_mask
+from momu.data.records import ReadReport
+
+TEXT_IDS = "text_input_ids"
+TEXT_FEATURES = "text_features"
+REJECT = "reject_reason"
+
+
+# -- reading ----------------------------------------------------------------------------------------------------
+
+def read_inputs(config: PretrainConfig) -> tuple[pa.Table, ReadReport]:
+    """All `data_paths` as one records table (id, smiles, texts[, graph columns]) and the merged read report."""
+    from momu.data.readers import PAIR_FORMATS, _detect_pair_format, read_molecule_library, read_pairs
+
+    tables, report = [], None
+    for path in config.data_paths:
+        fmt = config.data_format
+        if fmt == "auto" and config.objective == "graphcl":
+            try:
+                fmt = _detect_pair_format(Path(path))
+            except ValueError:
+                fmt = "library"
+        if fmt == "library":
+            if config.objective == "momu":
+                raise ValueError(f"data_paths: {path} is a molecule library; the momu objective needs text pairs")
+            result = read_molecule_library(path)
+        else:
+            result = read_pairs(path, format=fmt if fmt in PAIR_FORMATS else "auto")
+        table = result.table
+        keep = ["id", "smiles", "texts"] + [c for c in GRAPH_COLUMNS if c in table.column_names]
+        tables.append(table.select(keep))
+        report = result.report if report is None else report.merge(result.report, path=", ".join(config.data_paths))
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    # The same molecule listed twice (two files, duplicated rows) would be its own negative: keep the first.
+    ids = table.column("id").to_pylist()
+    first = {}
+    for i, mol_id in enumerate(ids):
+        first.setdefault(mol_id, i)
+    if len(first) < len(ids):
+        report.metadata["duplicate_ids_dropped"] = len(ids) - len(first)
+        table = table.take(pa.array(sorted(first.values())))
+    return table, report
+
+
+def split_heldout(table: pa.Table, fraction: float) -> tuple[pa.Table, pa.Table]:
+    mask = heldout_mask(table.column("id").to_pylist(), fraction)
+    return table.filter(pa.array(~mask)), table.filter(pa.array(mask))
+
+
+def to_blocks(table: pa.Table, rows_per_block: int = 256) -> list[pa.Table]:
+    """Several blocks, so Ray Data stages run in parallel (one big table is one block)."""
+    return [table.slice(i, rows_per_block) for i in range(0, max(1, table.num_rows), rows_per_block)]
+
+
+# -- stages -----------------------------------------------------------------------------------------------------
+
+def featurize_records(batch: pa.Table, max_atoms: int = 512) -> pa.Table:
+    """Add graph columns and `reject_reason` ('' when the row is good). Rejected rows get empty graphs; the
+    driver counts them by reason and filters them out."""
+    has_graphs = "atom_type" in batch.column_names
+    corpus_rows = {}
+    if has_graphs:
+        present = np.flatnonzero(batch.column("atom_type").is_valid().to_numpy(zero_copy_only=False))
+        if len(present):
+            for i, graph in zip(present, columns_to_graphs(batch.take(pa.array(present)).select(list(GRAPH_COLUMNS)))):
+                corpus_rows[int(i)] = graph
+    empty = MolGraph(np.zeros(0, np.uint8), np.zeros(0, np.uint8), np.zeros((2, 0), np.int32),
+                     np.zeros(0, np.uint8), np.zeros(0, np.uint8), np.zeros(0, np.uint8))
+    graphs, reasons = [], []
+    smiles = batch.column("smiles").to_pylist()
+    for i, smi in enumerate(smiles):
+        graph = corpus_rows.get(i)
+        if graph is None:
+            graph = featurize_smiles(smi, max_atoms=max_atoms)
+        elif graph.num_nodes > max_atoms:
+            graph = Rejection("too_many_atoms", f"{graph.num_nodes} atoms")
+        if isinstance(graph, Rejection):
+            graphs.append(empty)
+            reasons.append(graph.reason)
+        else:
+            graphs.append(graph)
+            reasons.append("")
+    others = [c for c in batch.column_names if c not in GRAPH_COLUMNS]
+    out = batch.select(others)
+    for name, column in graphs_to_columns(graphs).items():
+        out = out.append_column(GRAPH_SCHEMA.field(name), column)
+    return out.append_column(REJECT, pa.array(reasons, pa.string()))
+
+
+def _cut(texts: list[str], max_chars: Optional[int]) -> list[str]:
+    return [t[:max_chars] if max_chars else t for t in texts]
+
+
+class TokenizeTexts:
+    """Every paragraph of every row -> token ids (MoMu's cut to max_chars, truncation to max_length, no padding)."""
+
+    def __init__(self, text_config: dict):
+        from transformers import AutoTokenizer
+
+        from momu.models.text import resolve_text_encoder_path
+
+        self.config = TextEncoderConfig.model_validate(text_config)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder_path(self.config.name_or_path))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column("texts").to_pylist()
+        flat = [t for row in texts for t in row]
+        encoded = self.tokenizer(_cut(flat, self.config.max_chars), add_special_tokens=self.config.add_special_tokens,
+                                 truncation=True, max_length=self.config.max_length)["input_ids"] if flat else []
+        rows, pos = [], 0
+        for row in texts:
+            rows.append(encoded[pos:pos + len(row)])
+            pos += len(row)
+        return batch.append_column(TEXT_IDS, pa.array(rows, pa.list_(pa.list_(pa.int32()))))
+
+
+class EncodeTextFeatures:
+    """Every paragraph of every row -> the text tower's pooled features (eval mode, no dropout, no grad)."""
+
+    def __init__(self, text_config: dict, batch_size: int = 64, num_threads: Optional[int] = None):
+        import torch
+
+        from momu.models.text import TextEncoder
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.encoder = TextEncoder(TextEncoderConfig.model_validate(text_config)).eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder.to(self.device)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        texts = batch.column("texts").to_pylist()
+        flat = [t for row in texts for t in row]
+        # Sorting by length keeps padding (and wasted compute) small inside each chunk.
+        order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
+        features = np.zeros((len(flat), self.encoder.out_dim), dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                tokens = self.encoder.tokenize([flat[i] for i in idx], self.device)
+                features[idx] = self.encoder.pool(**tokens).float().cpu().numpy()
+        rows, pos = [], 0
+        for row in texts:
+            rows.append(features[pos:pos + len(row)])
+            pos += len(row)
+        values = pa.array([list(map(list, r)) for r in rows], pa.list_(pa.list_(pa.float32()))) if rows else \
+            pa.array([], pa.list_(pa.list_(pa.float32())))
+        return batch.append_column(TEXT_FEATURES, values)
+
+
+# -- locked-text cache ------------------------------------------------------------------------------------------
+
+def text_cache_key(table: pa.Table, text_config: TextEncoderConfig) -> str:
+    """Content hash of (text tower config, every id and paragraph): a changed text or encoder is a new cache."""
+    digest = hashlib.sha256(json.dumps(text_config.model_dump(mode="json"), sort_keys=True).encode())
+    for mol_id, texts in zip(table.column("id").to_pylist(), table.column("texts").to_pylist()):
+        digest.update(str(mol_id).encode() + b"\0" + "\x1f".join(texts).encode() + b"\n")
+    return digest.hexdigest()[:24]
+
+
+def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_dir: str, concurrency: int = 1,
+                         num_cpus: float = 1.0, num_gpus: float = 0.0):
+    """A Ray Dataset of `table` plus `text_features`, computed once by a Ray Data batch-inference pass and
+    stored under cache_dir/<key>/ (a `_COMPLETE` marker is written last: half-written caches are recomputed)."""
+    import ray.data
+
+    key = text_cache_key(table, text_config)
+    final = Path(cache_dir) / key
+    if not (final / "_COMPLETE").exists():
+        tmp = Path(cache_dir) / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (ray.data.from_arrow(to_blocks(table, 64))
+         .map_batches(EncodeTextFeatures, fn_constructor_kwargs={"text_config": text_config.model_dump(mode="json"),
+                                                                 "num_threads": max(1, int(num_cpus))},
+                      batch_size=64, batch_format="pyarrow", concurrency=concurrency, num_cpus=num_cpus,
+                      num_gpus=num_gpus)
+         .write_parquet(str(tmp)))
+        (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    return ray.data.read_parquet(str(final), file_extensions=["parquet"]), str(final)
+
+
+# -- the whole ingest -------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PretrainData:
+    train_splits: list  # one MaterializedDataset per worker (equal row counts)
+    val: object  # MaterializedDataset, file order
+    summary: dict
+
+
+def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str) -> PretrainData:
+    """Read, split off the fixed held-out part, run the stages, materialize, and split equally per worker."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True  # deterministic order
+    table, report = read_inputs(config)
+    if config.objective == "momu":
+        has_text = np.array([len(t) > 0 for t in table.column("texts").to_pylist()])
+        no_text = int((~has_text).sum())
+        table = table.filter(pa.array(has_text))
+    else:
+        no_text = 0
+        table = table.drop_columns(["texts"])
+    train_table, val_table = split_heldout(table, config.heldout_fraction)
+    cache_paths = []
+
+    def prepare(part: pa.Table):
+        if config.objective == "momu" and text_mode == "locked":
+            ds, path = cached_text_features(part, config.model.text, config.text_cache_dir,
+                                            num_cpus=config.scaling.cpus_per_worker,
+                                            num_gpus=1.0 if config.scaling.use_gpu else 0.0)
+            cache_paths.append(path)
+        else:
+            ds = ray.data.from_arrow(to_blocks(part))
+        ds = ds.map_batches(featurize_records, fn_kwargs={"max_atoms": config.max_atoms}, batch_format="pyarrow",
+                            batch_size=256)
+        if config.objective == "momu" and text_mode != "locked":
+            ds = ds.map_batches(TokenizeTexts, fn_constructor_kwargs={"text_config": config.model.text.model_dump(mode="json")},
+                                batch_format="pyarrow", batch_size=256, concurrency=1)
+        ds = ds.materialize()
+        reasons = Counter(r[REJECT] for r in ds.filter(expr=f"{REJECT} != ''").select_columns([REJECT]).take_all())
+        keep = [c for c in ds.columns() if c not in ("texts", "smiles", REJECT)]
+        return ds.filter(expr=f"{REJECT} == ''").select_columns(keep).materialize(), reasons
+
+    train_ds, train_rejects = prepare(train_table)
+    val_ds, val_rejects = prepare(val_table)
+    if train_ds.count() < num_workers * config.batch_size:
+        raise ValueError(f"data_paths: {train_ds.count()} usable training rows cannot fill one batch of "
+                         f"{config.batch_size} on each of {num_workers} workers")
+    splits = train_ds.split(num_workers, equal=True)
+    summary = {
+        "rows_read": report.rows_read, "rows_malformed": report.rows_malformed,
+        "malformed_by_reason": dict(report.malformed), "rows_without_text": no_text,
+        "duplicate_ids_dropped": report.metadata.get("duplicate_ids_dropped", 0),
+        "rejected_by_reason": dict(train_rejects + val_rejects),
+        "train_rows": train_ds.count(), "val_rows": val_ds.count(),
+        "train_rows_per_worker": splits[0].count(), "text_cache": cache_paths,
+    }
+    return PretrainData(splits, val_ds, summary)

@@ -1,0 +1,33 @@
+"""Load a MoMu model from wherever it lives: a saved directory, or an MLflow `models:/`/`runs:/` URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from momu.models.momu import CONFIG_FILE, MoMu
+
+
+def resolve_model_dir(source: str | Path) -> Path:
+    """A local directory holding config.json + model.safetensors (downloading MLflow URIs first)."""
+    text = str(source)
+    if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        import mlflow
+
+        from momu.tracking import resolve_tracking_uri
+
+        mlflow.set_tracking_uri(resolve_tracking_uri())
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+        # A pyfunc model keeps the MoMu directory under artifacts/momu.
+        for candidate in (local, local / "artifacts" / "momu", *local.rglob(CONFIG_FILE)):
+            candidate = candidate.parent if candidate.name == CONFIG_FILE else candidate
+            if (candidate / CONFIG_FILE).is_file() and (candidate / "model.safetensors").is_file():
+                return candidate
+        raise FileNotFoundError(f"{text} downloaded to {local} but holds no saved MoMu model")
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    return path
+
+
+def load_momu(source: str | Path, map_location: str = "cpu") -> MoMu:
+    return MoMu.from_pretrained(resolve_model_dir(source), map_location=map_location)

@@ -1,0 +1,175 @@
+"""Pure pieces of contrastive training shared by the Ray Train job: batch collation with per-epoch views, the
+DDP-friendly forward module and the objective. No Ray imports.
+
+A training batch arrives as Arrow columns: the graph columns (momu.chem.columns) plus, per text mode,
+`text_input_ids` (list<list<int32>>: every paragraph's token ids) or `text_features` (list<list<float32>>: every
+paragraph's pooled text-tower features). The collator draws two augmented graph views and two paragraphs per
+molecule with an RNG keyed by (seed, epoch, rank, batch index): views differ between epochs, and a run resumed
+mid-epoch redraws exactly the views the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Union
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from momu.chem.augment import augment_pyg_batch
+from momu.chem.columns import columns_to_pyg_batch
+from momu.losses import info_nce, momu_contrastive_loss
+from momu.models.momu import MoMu
+
+TextInput = Union[torch.Tensor, dict]  # cached features [B, H], or {"input_ids", "attention_mask"}
+
+
+@dataclasses.dataclass
+class ContrastiveInputs:
+    view1: object  # PyG Batch
+    view2: object
+    text1: Optional[TextInput] = None
+    text2: Optional[TextInput] = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.view1.num_graphs)
+
+    def to(self, device: torch.device | str) -> "ContrastiveInputs":
+        def move(x):
+            if x is None:
+                return None
+            if isinstance(x, dict):
+                return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+            return x.to(device)
+
+        return ContrastiveInputs(move(self.view1), move(self.view2), move(self.text1), move(self.text2))
+
+
+def _list_of_lists(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(row -> first paragraph index offsets, flat paragraph list array) of a list<list<T>> column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    outer = column.offsets.to_numpy()
+    outer = outer - outer[0]  # sliced arrays keep offsets into the parent
+    return outer, column.flatten()
+
+
+def choose_two_paragraphs(counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, two different paragraph positions when the row has >= 2, else position 0 twice."""
+    first = np.zeros(len(counts), dtype=np.int64)
+    second = np.zeros(len(counts), dtype=np.int64)
+    many = np.flatnonzero(counts >= 2)
+    if len(many):
+        a = (rng.random(len(many)) * counts[many]).astype(np.int64)
+        b = (rng.random(len(many)) * (counts[many] - 1)).astype(np.int64)
+        b = b + (b >= a)  # uniform over the other paragraphs
+        first[many], second[many] = a, b
+    if np.any(counts < 1):
+        raise ValueError("a training row has no text")
+    return first, second
+
+
+class ContrastiveCollator:
+    """Arrow batch -> ContrastiveInputs (two augmented graph views, two text views)."""
+
+    def __init__(self, *, seed: int, rank: int, objective: str, text_mode: str, bond_feature: str,
+                 augment1: str, augment2: str, drop_ratio: float, subgraph_ratio: float, pad_token_id: int = 0):
+        self.seed, self.rank, self.objective, self.text_mode = seed, rank, objective, text_mode
+        self.bond_feature, self.augment1, self.augment2 = bond_feature, augment1, augment2
+        self.ratios = {"drop_nodes": drop_ratio, "subgraph": subgraph_ratio}
+        self.pad_token_id = pad_token_id
+
+    def rng(self, epoch: int, batch_index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, epoch, self.rank, batch_index])
+
+    def __call__(self, batch: pa.Table, epoch: int, batch_index: int) -> ContrastiveInputs:
+        rng = self.rng(epoch, batch_index)
+        graphs = columns_to_pyg_batch(batch, self.bond_feature)
+        view1 = augment_pyg_batch(graphs, self.augment1, rng, ratio=self.ratios.get(self.augment1))
+        view2 = augment_pyg_batch(graphs, self.augment2, rng, ratio=self.ratios.get(self.augment2))
+        if self.objective == "graphcl":
+            return ContrastiveInputs(view1, view2)
+        column = "text_features" if self.text_mode == "locked" else "text_input_ids"
+        offsets, paragraphs = _list_of_lists(batch.column(column))
+        first, second = choose_two_paragraphs(np.diff(offsets), rng)
+        text1 = self.text_view(paragraphs, offsets[:-1] + first)
+        text2 = self.text_view(paragraphs, offsets[:-1] + second)
+        return ContrastiveInputs(view1, view2, text1, text2)
+
+    def text_view(self, paragraphs: pa.Array, indices: np.ndarray) -> TextInput:
+        chosen = paragraphs.take(pa.array(indices))
+        if self.text_mode == "locked":
+            return first_paragraph_features(chosen)
+        return pad_token_ids(chosen, self.pad_token_id)
+
+
+def first_paragraph_features(paragraph_features: pa.Array) -> torch.Tensor:
+    """list<float32> array (one vector per row) -> float32 tensor [rows, H]."""
+    rows = len(paragraph_features)
+    flat = paragraph_features.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return torch.from_numpy(flat.reshape(rows, -1).copy())
+
+
+def pad_token_ids(token_lists: pa.Array, pad_token_id: int) -> dict:
+    """list<int32> array -> {"input_ids", "attention_mask"} padded to the longest row."""
+    lengths = np.diff(token_lists.offsets.to_numpy())
+    flat = token_lists.flatten().to_numpy(zero_copy_only=False)
+    width = max(1, int(lengths.max()) if len(lengths) else 1)
+    ids = np.full((len(lengths), width), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(lengths), width), dtype=np.int64)
+    pos = 0
+    for row, n in enumerate(lengths):
+        ids[row, :n] = flat[pos:pos + n]
+        mask[row, :n] = 1
+        pos += n
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+
+class ContrastiveModule(nn.Module):
+    """MoMu wrapped so that one `forward` call produces every embedding of a step (DDP syncs on forward)."""
+
+    def __init__(self, model: MoMu, objective: str, text_mode: str):
+        super().__init__()
+        self.model, self.objective, self.text_mode = model, objective, text_mode
+        if objective == "graphcl":  # graph-only: the text side takes no part (and DDP must not wait for it)
+            model.text_encoder.requires_grad_(False)
+            model.text_proj.requires_grad_(False)
+        elif text_mode in ("frozen", "locked"):
+            model.text_encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ContrastiveModule":
+        super().train(mode)
+        if self.text_mode in ("frozen", "locked"):
+            self.model.text_encoder.model.eval()  # a frozen tower keeps no dropout inside BERT
+        return self
+
+    def embed_text(self, text: TextInput) -> torch.Tensor:
+        encoder = self.model.text_encoder
+        if self.text_mode == "locked":
+            features = text
+        elif self.text_mode == "frozen":
+            with torch.no_grad():
+                features = encoder.pool(**text)
+        else:
+            return self.model.encode_text(**text)
+        # Same path for locked and frozen: dropout on pooled features, then the trainable head.
+        return self.model.project_text(encoder.dropout(features))
+
+    def forward(self, inputs: ContrastiveInputs):
+        g1 = self.model.encode_graph(inputs.view1)
+        g2 = self.model.encode_graph(inputs.view2)
+        if self.objective == "graphcl":
+            return g1, g2
+        return g1, g2, self.embed_text(inputs.text1), self.embed_text(inputs.text2)
+
+
+def contrastive_objective(embeddings: tuple, objective: str, temperature: float, losses=("g1t1", "g1t2", "g2t1", "g2t2"),
+                          gather_negatives: bool = False) -> torch.Tensor:
+    if objective == "graphcl":
+        g1, g2 = embeddings
+        return info_nce(g1, g2, temperature, gather_negatives)
+    g1, g2, t1, t2 = embeddings
+    return momu_contrastive_loss((g1, g2), (t1, t2), temperature, pairs=losses, gather_negatives=gather_negatives)

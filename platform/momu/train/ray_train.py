@@ -1,0 +1,422 @@
+"""Distributed contrastive pretraining on Ray Train (`momu pretrain`, jobs/pretrain.py).
+
+The driver reads and featurizes with Ray Data, opens the MLflow run, and starts a TorchTrainer; `train_func`
+wires config -> model -> this worker's data split -> loop. Checkpoints hold model + optimiser + step + data
+position (epoch, batch in epoch); a restarted worker group (FailureConfig) or `--resume` continues from there,
+redrawing exactly the batches and views an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from momu.config import PretrainConfig
+
+CHECKPOINT_FILE = "train_state.pt"
+
+
+# -- worker side ------------------------------------------------------------------------------------------------
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    # Dropout randomness keyed by (seed, rank, step): a resumed run draws what the uninterrupted one drew.
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def _trainable_state(model, text_mode: str, objective: str) -> dict:
+    """Model state to checkpoint: everything except a text tower that cannot change (frozen/locked/graphcl)."""
+    skip_text = objective == "graphcl" or text_mode in ("frozen", "locked")
+    return {k: v for k, v in model.state_dict().items() if not (skip_text and k.startswith("text_encoder."))}
+
+
+def load_graph_init(model, source: str) -> None:
+    """Initialise the GIN (graph_encoder.*) from a saved MoMu model (dir or models:/ URI)."""
+    from momu.models.loading import load_momu
+
+    donor = load_momu(source)
+    if donor.config.graph != model.config.graph:
+        raise ValueError(f"graph_init: {source} has graph config {donor.config.graph}, this run has "
+                         f"{model.config.graph}")
+    model.graph_encoder.load_state_dict(donor.graph_encoder.state_dict())
+
+
+class MetricsLogger:
+    """Rank 0's MLflow writer: buffers per-step metrics and flushes them in batches."""
+
+    def __init__(self, run_id: Optional[str], tracking_uri: Optional[str]):
+        self.run_id, self.buffer = run_id, []
+        self.client = None
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+    def flush(self) -> None:
+        if self.client and self.buffer:
+            for start in range(0, len(self.buffer), 1000):  # MLflow's per-call limit
+                self.client.log_batch(self.run_id, metrics=self.buffer[start:start + 1000])
+        self.buffer = []
+
+    def artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
+        if self.client:
+            self.client.log_artifact(self.run_id, path, artifact_path)
+
+
+def train_func(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from momu.models.momu import build_model
+    from momu.train.contrastive import ContrastiveCollator, ContrastiveModule, contrastive_objective
+
+    import ray.data
+
+    cfg = PretrainConfig.model_validate(loop_config["config"])
+    text_mode = loop_config["text_mode"]
+    # Workers iterate materialized splits; per-iteration progress bars would only flood the job log.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = build_model(cfg.model)
+    if cfg.graph_init:
+        load_graph_init(model, cfg.graph_init)
+    module = ContrastiveModule(model, cfg.objective, text_mode)
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0}
+    # A restart within this run (FailureConfig) resumes from the run's latest checkpoint; otherwise an explicit
+    # --resume path (Ray Train V2 dropped resume_from_checkpoint in favour of this pattern).
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        missing, unexpected = model.load_state_dict(saved["model"], strict=False)
+        if unexpected or any(not k.startswith("text_encoder.") for k in missing):
+            raise RuntimeError(f"checkpoint does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        optimizer.load_state_dict(saved["optimizer"])
+        state.update(saved["state"])
+        state["restored_from_step"] = state["step"]
+    device = ray.train.torch.get_device()
+    ddp = ray.train.torch.prepare_model(module)  # to device; DistributedDataParallel when world > 1
+    collator = ContrastiveCollator(
+        seed=cfg.seed, rank=rank, objective=cfg.objective, text_mode=text_mode,
+        bond_feature=cfg.model.graph.bond_feature, augment1=cfg.augment1, augment2=cfg.augment2,
+        drop_ratio=cfg.drop_ratio, subgraph_ratio=cfg.subgraph_ratio,
+        pad_token_id=int(model.text_encoder.tokenizer.pad_token_id or 0))
+    shard = ray.train.get_dataset_shard(f"train_{rank}")
+    logger = MetricsLogger(loop_config.get("mlflow_run_id"), loop_config.get("mlflow_tracking_uri")) if rank == 0 \
+        else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    max_steps = cfg.max_steps or 10 ** 12
+    timing = {"data": 0.0, "compute": 0.0, "samples": 0}
+
+    def save_and_report(metrics: dict) -> None:
+        metrics = {**metrics, "step": state["step"], "epoch": state["epoch"],
+                   "restored_from_step": state["restored_from_step"]}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save({"model": _trainable_state(model, text_mode, cfg.objective),
+                            "optimizer": optimizer.state_dict(), "state": dict(state)},
+                           Path(tmp) / CHECKPOINT_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
+
+    last_loss = float("nan")
+    finished = state["step"] >= max_steps
+    for epoch in range(state["epoch"], cfg.epochs):
+        if finished:
+            break
+        ddp.train()
+        skip = state["batch_in_epoch"] if epoch == state["epoch"] else 0
+        state["epoch"], state["batch_in_epoch"] = epoch, 0
+        batches = iter(shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True,
+                                          local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+                                          local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank))
+        accumulated, micro = 0.0, 0
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
+            b_idx = state["batch_in_epoch"]
+            state["batch_in_epoch"] += 1
+            if b_idx < skip:
+                continue  # consumed before the checkpoint this run resumed from
+            inputs = collator(batch, epoch, b_idx).to(device)
+            t1 = time.perf_counter()
+            torch.manual_seed(_step_seed(cfg.seed, rank, b_idx + epoch * 1_000_003))
+            sync = micro + 1 == cfg.grad_accum
+            with (ddp.no_sync() if (world > 1 and not sync) else _nullcontext()), autocast:
+                embeddings = ddp(inputs)
+                loss = contrastive_objective(embeddings, cfg.objective, cfg.model.temperature, cfg.losses,
+                                             cfg.gather_negatives)
+                (loss / cfg.grad_accum).backward()
+            accumulated += float(loss.detach()) / cfg.grad_accum
+            micro += 1
+            if sync:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                last_loss, accumulated, micro = accumulated, 0.0, 0
+            t2 = time.perf_counter()
+            timing["data"] += t1 - t0
+            timing["compute"] += t2 - t1
+            timing["samples"] += inputs.batch_size * world
+            if not sync:
+                continue
+            if logger:
+                logger.log({"train_loss": last_loss, "lr": optimizer.param_groups[0]["lr"],
+                            "samples_per_s": inputs.batch_size * world / max(t2 - t0, 1e-9)}, state["step"])
+                if state["step"] % cfg.log_every == 0:
+                    logger.flush()
+            if state["step"] % cfg.checkpoint_every == 0:
+                save_and_report({"train_loss": last_loss, **_throughput(timing)})
+            if state["step"] >= max_steps:
+                finished = True
+                break
+        if not finished:
+            state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
+        val = _validate(module, cfg, text_mode, collator, device) if rank == 0 else {}
+        if logger:
+            logger.log({f"val_{k}": v for k, v in val.items()}, state["step"])
+            logger.flush()
+        save_and_report({"train_loss": last_loss, **{f"val_{k}": v for k, v in val.items()}, **_throughput(timing)})
+    if rank == 0 and cfg.embedding_plot and logger and logger.client:
+        _log_embedding_plot(module, cfg, text_mode, collator, device, logger)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _throughput(timing: dict) -> dict:
+    total = timing["data"] + timing["compute"]
+    return {"samples_per_s_overall": timing["samples"] / total if total else 0.0,
+            "data_wait_fraction": timing["data"] / total if total else 0.0}
+
+
+@torch.no_grad()
+def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, device, limit: Optional[int] = None):
+    """Validation graphs (no augmentation) and their first paragraph, in file order."""
+    import ray.train
+
+    from momu.chem.columns import columns_to_pyg_batch
+    from momu.train.contrastive import _list_of_lists
+
+    module.eval()
+    graphs, texts, tables = [], [], []
+    seen = 0
+    for batch in ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.eval_batch_size,
+                                                                  batch_format="pyarrow"):
+        graphs.append(module.model.encode_graph(columns_to_pyg_batch(batch, cfg.model.graph.bond_feature).to(device)))
+        if cfg.objective == "momu":
+            column = "text_features" if text_mode == "locked" else "text_input_ids"
+            offsets, paragraphs = _list_of_lists(batch.column(column))
+            texts.append(module.embed_text(_to(collator.text_view(paragraphs, offsets[:-1]), device)))
+        tables.append(batch)
+        seen += batch.num_rows
+        if limit and seen >= limit:
+            break
+    module.train()
+    graph_emb = torch.cat(graphs).float().cpu()
+    text_emb = torch.cat(texts).float().cpu() if texts else None
+    return graph_emb, text_emb, tables
+
+
+def _to(x, device):
+    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
+
+
+def _validate(module, cfg: PretrainConfig, text_mode: str, collator, device) -> dict:
+    from momu.eval.retrieval import inbatch_accuracy
+    from momu.losses import info_nce
+
+    if cfg.objective == "graphcl":
+        return {}
+    graph_emb, text_emb, _ = _val_embeddings(module, cfg, text_mode, collator, device)
+    metrics = inbatch_accuracy(graph_emb, text_emb, cfg.eval_batch_size)
+    bs = cfg.eval_batch_size
+    metrics["loss"] = float(np.mean([float(info_nce(graph_emb[s:s + bs], text_emb[s:s + bs], cfg.model.temperature))
+                                     for s in range(0, len(graph_emb), bs)]))
+    return metrics
+
+
+def _log_embedding_plot(module, cfg: PretrainConfig, text_mode: str, collator, device, logger,
+                        limit: int = 2000) -> None:
+    """t-SNE of validation graph embeddings, coloured by a simple chemistry label (aromatic ring or not)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    graph_emb, _, tables = _val_embeddings(module, cfg, text_mode, collator, device, limit=limit)
+    graph_emb = graph_emb[:limit].numpy()
+    if len(graph_emb) < 5:
+        return
+    aromatic = np.array([3 in row for t in tables for row in t.column("bond_type").to_pylist()])[:len(graph_emb)]
+    points = TSNE(n_components=2, perplexity=min(30.0, (len(graph_emb) - 1) / 3), init="pca",
+                  random_state=cfg.seed).fit_transform(graph_emb)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for value, colour, label in ((True, "tab:orange", "aromatic"), (False, "tab:blue", "no aromatic ring")):
+        sel = aromatic == value
+        ax.scatter(points[sel, 0], points[sel, 1], s=6, c=colour, label=f"{label} ({sel.sum()})", alpha=0.7)
+    ax.set_title(f"t-SNE of {len(graph_emb)} validation graph embeddings")
+    ax.legend(loc="best", fontsize=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "val_graph_embeddings_tsne.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        logger.artifact(str(path), "plots")
+
+
+# -- driver side ------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class PretrainResult:
+    run_name: str
+    checkpoint_path: Optional[str]
+    model_dir: Optional[Path]
+    metrics: dict
+    data_summary: dict
+    mlflow_run_id: Optional[str] = None
+    model_uri: Optional[str] = None
+
+
+def init_ray_if_needed() -> None:
+    """Join the cluster a `ray job submit` runs in (RAY_ADDRESS), else start a local one on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+
+
+def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_mlflow: bool = True,
+                 progress: bool = True) -> PretrainResult:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    init_ray_if_needed()
+    text_mode = cfg.resolved_text_mode()
+    n = cfg.scaling.num_workers
+    from momu.data.pipeline import build_pretrain_data
+
+    data = build_pretrain_data(cfg, n, text_mode)
+    if progress:
+        print(f"data: {json.dumps(data.summary)}")
+    run_name = cfg.run_name or f"{cfg.objective}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = cfg.scaling.gpus_per_worker or 1.0
+
+    mlflow_ctx, run_id, tracking_uri = _start_mlflow(cfg, run_name, data.summary, text_mode) if log_to_mlflow \
+        else (_nullcontext(), None, None)
+    with mlflow_ctx:
+        trainer = TorchTrainer(
+            train_func,
+            train_loop_config={"config": cfg.model_dump(mode="json"), "text_mode": text_mode,
+                               "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
+                               "resume_from": _resume_path(cfg.resume)},
+            scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
+                                                   resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=run_name, storage_path=storage,
+                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)),
+            datasets={**{f"train_{i}": split for i, split in enumerate(data.train_splits)}, "val": data.val},
+            dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+        )
+        result = trainer.fit()
+        metrics = dict(result.metrics or {})
+        checkpoint_path = result.checkpoint.path if result.checkpoint else None
+        model_dir = model_uri = None
+        if checkpoint_path:
+            model_dir = export_model(cfg, text_mode, checkpoint_path,
+                                     Path(output_dir) if output_dir else Path(storage) / run_name / "model")
+            if run_id:
+                model_uri = _log_model(cfg, model_dir, metrics)
+    return PretrainResult(run_name, checkpoint_path, model_dir, metrics, data.summary, run_id, model_uri)
+
+
+def _resume_path(resume: Optional[str]) -> Optional[str]:
+    """A checkpoint directory (or a run directory: its newest checkpoint), checked before any work starts."""
+    if not resume:
+        return None
+    if "://" in resume:
+        return resume
+    path = Path(resume).resolve()
+    if (path / CHECKPOINT_FILE).is_file():
+        return str(path)
+    checkpoints = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
+    if not checkpoints:
+        raise FileNotFoundError(f"resume: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
+    return str(checkpoints[-1].parent)
+
+
+def export_model(cfg: PretrainConfig, text_mode: str, checkpoint_path: str, directory: Path) -> Path:
+    """A Ray Train checkpoint -> a saved MoMu model directory (safetensors + config)."""
+    from momu.models.momu import build_model
+
+    model = build_model(cfg.model)
+    saved = torch.load(Path(checkpoint_path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(saved["model"], strict=False)
+    return model.save_pretrained(directory)
+
+
+def _start_mlflow(cfg: PretrainConfig, run_name: str, data_summary: dict, text_mode: str):
+    import mlflow
+
+    from momu.tracking import mlflow_run, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.mlflow_tracking_uri)
+    ctx = mlflow_run(cfg, cfg.mlflow_experiment, uri, run_name=run_name)
+    run = ctx.__enter__()
+    mlflow.log_dict(data_summary, "data_summary.json")
+    mlflow.set_tags({"text_mode_resolved": text_mode, "objective": cfg.objective})
+
+    class _Close:
+        def __enter__(self):
+            return run
+
+        def __exit__(self, *exc):
+            return ctx.__exit__(*exc)
+
+    return _Close(), run.info.run_id, uri
+
+
+def _log_model(cfg: PretrainConfig, model_dir: Path, metrics: dict) -> Optional[str]:
+    import mlflow
+
+    from momu.tracking import log_momu_model
+
+    # Summary of the last report under its own names, so per-step histories keep one point per step.
+    mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    return log_momu_model(model_dir, cfg.register_model_name)
