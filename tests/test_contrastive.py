@@ -111,3 +111,32 @@ def test_graphcl_objective_uses_graph_views_only(prepared, small_model_config):
     loss.backward()
     assert model.graph_encoder.gin.x_embedding1.weight.grad is not None
     assert all(p.grad is None for p in model.text_proj.parameters())
+
+
+def test_prefetched_batches_keep_order_skip_and_errors():
+    from momu.train.contrastive import PrefetchedBatches
+
+    seen = []
+
+    def collate(batch, epoch, index):
+        seen.append(index)
+        return (epoch, batch * 10)
+
+    out = list(PrefetchedBatches(iter(range(6)), collate, epoch=2, skip=2))
+    assert out == [(2, (2, 20)), (3, (2, 30)), (4, (2, 40)), (5, (2, 50))]
+    assert seen == [2, 3, 4, 5]  # skipped batches are never collated
+
+    def broken(batch, epoch, index):
+        if index == 1:
+            raise KeyError("bad row")
+        return batch
+
+    it = PrefetchedBatches(iter(range(5)), broken, epoch=0)
+    assert next(it) == (0, 0)
+    with pytest.raises(KeyError, match="bad row"):
+        next(it)
+
+    endless = PrefetchedBatches(iter(range(10 ** 9)), lambda b, e, i: b, epoch=0, depth=1)
+    assert next(endless) == (0, 0)
+    endless.close()  # stops the producer instead of hanging
+    assert not endless._thread.is_alive()

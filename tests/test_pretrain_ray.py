@@ -133,3 +133,25 @@ def test_bad_config_fails_before_work(ray_local, tmp_path, text_cache):
     with pytest.raises(ValueError, match="data_paths"):
         run_pretrain(config(tmp_path, text_cache, data_paths=[str(SAMPLE / "moleculenet" / "bbbp_slice.csv")],
                             data_format="library"), log_to_mlflow=False, progress=False)
+
+
+def test_graphcl_stage_then_graph_init(ray_local, tmp_path, text_cache):
+    """Graph-only pretraining on a real MoleculeNet slice, then its GIN initialises a MoMu run."""
+    library = str(SAMPLE / "moleculenet" / "bbbp_slice.csv")
+    graphcl = run_pretrain(config(tmp_path, text_cache, objective="graphcl", data_paths=[library], max_steps=6, epochs=3,
+                                  checkpoint_every=3, heldout_fraction=0.2, run_name="graphcl"),
+                           log_to_mlflow=False, progress=False)
+    assert graphcl.metrics["step"] == 6
+    assert graphcl.metrics["val_acc_g2t"] > graphcl.metrics["val_chance"]  # views of one molecule find each other
+    from momu.models.momu import build_model
+    from momu.train.ray_train import load_graph_init
+
+    cfg = config(tmp_path, text_cache)
+    model = build_model(cfg.model)
+    load_graph_init(model, str(graphcl.model_dir))
+    for key, value in gin_weights(graphcl.model_dir).items():
+        if key.startswith("graph_encoder."):
+            assert torch.equal(model.state_dict()[key], value), key
+    wrong = build_model(cfg.model.model_copy(update={"graph": GINConfig(num_layers=3, emb_dim=64)}))
+    with pytest.raises(ValueError, match="graph_init"):
+        load_graph_init(wrong, str(graphcl.model_dir))

@@ -83,7 +83,8 @@ class ContrastiveCollator:
         self.pad_token_id = pad_token_id
 
     def rng(self, epoch: int, batch_index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, epoch, self.rank, batch_index])
+        # epoch -1 is validation's fixed views; SeedSequence entropy must be non-negative.
+        return np.random.default_rng([self.seed, epoch + 1, self.rank, batch_index])
 
     def __call__(self, batch: pa.Table, epoch: int, batch_index: int) -> ContrastiveInputs:
         rng = self.rng(epoch, batch_index)
@@ -173,3 +174,59 @@ def contrastive_objective(embeddings: tuple, objective: str, temperature: float,
         return info_nce(g1, g2, temperature, gather_negatives)
     g1, g2, t1, t2 = embeddings
     return momu_contrastive_loss((g1, g2), (t1, t2), temperature, pairs=losses, gather_negatives=gather_negatives)
+
+
+class PrefetchedBatches:
+    """Fetch and collate batches in a background thread, `depth` ahead of the training loop.
+
+    The loop's step time includes waiting at the DDP all-reduce for the slowest worker; collating the next batch
+    during that wait (torch kernels release the GIL) hides most data time. Order is preserved, so the
+    (epoch, batch index)-keyed views stay exactly reproducible. Yields (batch_index, ContrastiveInputs); batches
+    with index < `skip` are consumed without collating (a resumed run's already-trained batches)."""
+
+    _DONE = object()
+
+    def __init__(self, batches, collate, epoch: int, skip: int = 0, depth: int = 2):
+        import queue
+        import threading
+
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(batches, collate, epoch, skip), daemon=True)
+        self._thread.start()
+
+    def _run(self, batches, collate, epoch: int, skip: int) -> None:
+        try:
+            for index, batch in enumerate(batches):
+                if self._stop.is_set():
+                    return
+                if index >= skip:
+                    self._put((index, collate(batch, epoch, index)))
+            self._put(self._DONE)
+        except BaseException as err:  # surfaced in the training loop, not lost in the thread
+            self._put(err)
+
+    def _put(self, item) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._DONE:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

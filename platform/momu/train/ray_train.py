@@ -81,7 +81,8 @@ def train_func(loop_config: dict) -> None:
     import ray.train.torch
 
     from momu.models.momu import build_model
-    from momu.train.contrastive import ContrastiveCollator, ContrastiveModule, contrastive_objective
+    from momu.train.contrastive import (ContrastiveCollator, ContrastiveModule, PrefetchedBatches,
+                                        contrastive_objective)
 
     import ray.data
 
@@ -148,20 +149,20 @@ def train_func(loop_config: dict) -> None:
         ddp.train()
         skip = state["batch_in_epoch"] if epoch == state["epoch"] else 0
         state["epoch"], state["batch_in_epoch"] = epoch, 0
-        batches = iter(shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True,
-                                          local_shuffle_buffer_size=cfg.shuffle_buffer or None,
-                                          local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank))
+        batches = PrefetchedBatches(
+            shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow", drop_last=True,
+                               local_shuffle_buffer_size=cfg.shuffle_buffer or None,
+                               local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank),
+            collator, epoch, skip=skip)
         accumulated, micro = 0.0, 0
         while True:
             t0 = time.perf_counter()
-            batch = next(batches, None)
-            if batch is None:
+            item = next(batches, None)
+            if item is None:
                 break
-            b_idx = state["batch_in_epoch"]
-            state["batch_in_epoch"] += 1
-            if b_idx < skip:
-                continue  # consumed before the checkpoint this run resumed from
-            inputs = collator(batch, epoch, b_idx).to(device)
+            b_idx, inputs = item
+            state["batch_in_epoch"] = b_idx + 1
+            inputs = inputs.to(device)
             t1 = time.perf_counter()
             torch.manual_seed(_step_seed(cfg.seed, rank, b_idx + epoch * 1_000_003))
             sync = micro + 1 == cfg.grad_accum
@@ -193,6 +194,7 @@ def train_func(loop_config: dict) -> None:
             if state["step"] >= max_steps:
                 finished = True
                 break
+        batches.close()
         if not finished:
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         val = _validate(module, cfg, text_mode, collator, device) if rank == 0 else {}
@@ -251,17 +253,38 @@ def _to(x, device):
 
 
 def _validate(module, cfg: PretrainConfig, text_mode: str, collator, device) -> dict:
+    """momu: held-out graph<->first-paragraph in-batch accuracy and InfoNCE. graphcl: the same between two
+    augmented views of each held-out molecule (views fixed across epochs, so numbers are comparable)."""
+    if cfg.objective == "graphcl":
+        return _validate_graph_views(module, cfg, collator, device)
+    graph_emb, text_emb, _ = _val_embeddings(module, cfg, text_mode, collator, device)
+    return _inbatch_metrics(graph_emb, text_emb, cfg)
+
+
+def _inbatch_metrics(a: torch.Tensor, b: torch.Tensor, cfg: PretrainConfig) -> dict:
     from momu.eval.retrieval import inbatch_accuracy
     from momu.losses import info_nce
 
-    if cfg.objective == "graphcl":
-        return {}
-    graph_emb, text_emb, _ = _val_embeddings(module, cfg, text_mode, collator, device)
-    metrics = inbatch_accuracy(graph_emb, text_emb, cfg.eval_batch_size)
     bs = cfg.eval_batch_size
-    metrics["loss"] = float(np.mean([float(info_nce(graph_emb[s:s + bs], text_emb[s:s + bs], cfg.model.temperature))
-                                     for s in range(0, len(graph_emb), bs)]))
+    metrics = inbatch_accuracy(a, b, bs)
+    metrics["loss"] = float(np.mean([float(info_nce(a[s:s + bs], b[s:s + bs], cfg.model.temperature))
+                                     for s in range(0, len(a), bs)]))
     return metrics
+
+
+@torch.no_grad()
+def _validate_graph_views(module, cfg: PretrainConfig, collator, device) -> dict:
+    import ray.train
+
+    module.eval()
+    first, second = [], []
+    batches = ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.eval_batch_size, batch_format="pyarrow")
+    for index, batch in enumerate(batches):
+        inputs = collator(batch, epoch=-1, batch_index=index).to(device)
+        first.append(module.model.encode_graph(inputs.view1))
+        second.append(module.model.encode_graph(inputs.view2))
+    module.train()
+    return _inbatch_metrics(torch.cat(first).float().cpu(), torch.cat(second).float().cpu(), cfg)
 
 
 def _log_embedding_plot(module, cfg: PretrainConfig, text_mode: str, collator, device, logger,
