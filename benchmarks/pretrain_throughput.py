@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40, help="optimiser steps per locked-text run")
+    parser.add_argument("--steps", type=int, default=120, help="optimiser steps per locked-text run")
     parser.add_argument("--finetune-steps", type=int, default=6, help="steps of the (slow) two-tower run")
     parser.add_argument("--data", default=str(REPO / "data/sample/chebi20/validation_slice.tsv"))
     args = parser.parse_args()

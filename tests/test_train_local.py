@@ -101,7 +101,7 @@ def test_training_lowers_loss_on_real_pairs(tmp_path, chebi_pairs):
 
 def test_two_tower_mode_updates_the_text_tower(tmp_path, chebi_pairs):
     dataset, _ = chebi_pairs
-    cfg = small_train_config(tmp_path, freeze_text=False, steps=1, batch_size=4)
+    cfg = small_train_config(tmp_path, text_mode="finetune", steps=1, batch_size=4)
     trainer = ContrastiveTrainer(cfg, dataset.subset(range(8)), dataset.subset(range(8, 12)), progress=False)
     before = trainer.model.text_encoder.model.embeddings.word_embeddings.weight.clone()
     trainer.train_step()

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-local", help="single-process reference contrastive training (CPU-friendly)",
                        description="MoMu contrastive training in one process: read pairs, featurize, train the graph "
-                                   "tower (+ text tower unless --freeze_text) with MoMu's four InfoNCE losses, "
+                                   "tower (+ the text tower with --text_mode finetune) with MoMu's four InfoNCE losses, "
                                    "report held-out in-batch retrieval accuracy, save the model, log to MLflow.")
     add_config_arguments(p, TrainConfig)
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")

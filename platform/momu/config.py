@@ -6,12 +6,22 @@ Every config rejects unknown fields, so a typo in YAML fails before any work wit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
+
+
+def _loss_pairs(v: list[str]) -> list[str]:
+    if not v:
+        raise ValueError("at least one of g1t1, g1t2, g2t1, g2t2 is needed")
+    return sorted(set(v), key=v.index)  # duplicates removed, order kept
+
+
+# MoMu's four (graph view, text view) InfoNCE terms; any non-empty subset.
+LossPairs = Annotated[list[Literal["g1t1", "g1t2", "g2t1", "g2t2"]], AfterValidator(_loss_pairs)]
 
 
 class StrictModel(BaseModel):
@@ -61,8 +71,10 @@ class TrainConfig(StrictModel):
     data_format: Literal["auto", "chebi20", "momu_corpus", "parquet"] = "auto"
     heldout_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # fixed split for model selection / reporting
     max_atoms: int = Field(512, ge=1)
-    freeze_text: bool = True  # locked text tower: embeddings computed once, only graph tower + heads train
-    losses: list[Literal["g1t1", "g1t2", "g2t1", "g2t2"]] = ["g1t1", "g1t2", "g2t1", "g2t2"]
+    text_mode: Literal["finetune", "frozen", "locked"] = Field(
+        "locked", description="finetune: train both towers; frozen: text tower runs but does not train; locked: "
+                              "text features computed once, only the graph tower and heads train")
+    losses: LossPairs = ["g1t1", "g1t2", "g2t1", "g2t2"]
     augment1: Literal["drop_nodes", "subgraph", "none"] = "drop_nodes"
     augment2: Literal["drop_nodes", "subgraph", "none"] = "subgraph"
     drop_ratio: float = Field(0.1, ge=0.0, le=1.0)
@@ -78,13 +90,6 @@ class TrainConfig(StrictModel):
     output_dir: str = "runs/train-local"
     mlflow_tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI or a local SQLite store in runs/
     mlflow_experiment: str = "momu-train-local"
-
-    @field_validator("losses")
-    @classmethod
-    def _losses_nonempty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one of g1t1, g1t2, g2t1, g2t2 is needed")
-        return sorted(set(v), key=v.index)
 
 
 TextMode = Literal["auto", "finetune", "frozen", "locked"]
@@ -120,7 +125,7 @@ class PretrainConfig(StrictModel):
                                 "does not train; locked: text features computed once, cached in Parquet; "
                                 "auto: finetune on GPU, locked on CPU")
     text_cache_dir: str = Field("runs/text_cache", description="where locked-mode text features are cached")
-    losses: list[Literal["g1t1", "g1t2", "g2t1", "g2t2"]] = ["g1t1", "g1t2", "g2t1", "g2t2"]
+    losses: LossPairs = ["g1t1", "g1t2", "g2t1", "g2t2"]
     gather_negatives: bool = Field(False, description="all-gather embeddings so negatives come from every "
                                                       "worker's batch (MoMu used per-GPU negatives)")
     augment1: Augmentation = "drop_nodes"
@@ -149,13 +154,6 @@ class PretrainConfig(StrictModel):
     mlflow_experiment: str = "momu-pretrain"
     register_model_name: Optional[str] = Field("momu", description="Model Registry name (None: do not register)")
     embedding_plot: bool = Field(True, description="log a t-SNE plot of validation embeddings")
-
-    @field_validator("losses")
-    @classmethod
-    def _losses_nonempty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("at least one of g1t1, g1t2, g2t1, g2t2 is needed")
-        return sorted(set(v), key=v.index)
 
     @model_validator(mode="after")
     def _consistent(self) -> "PretrainConfig":

@@ -1,9 +1,10 @@
 """The single-process reference contrastive loop (`momu train-local`): MoMu's recipe on one machine.
 
 Per step: sample a batch of molecules, make two augmented graph views and two text views, and minimise the mean
-of MoMu's four symmetric InfoNCE losses. With `freeze_text` the text tower is locked: its features for every
-text are computed once (eval mode) and only the graph tower and both heads train; the text dropout still
-applies to the cached features, as it would to live ones. The distributed Ray Train job must reproduce this.
+of MoMu's four symmetric InfoNCE losses. With text_mode "locked" the text tower's features for every text are
+computed once (eval mode) and only the graph tower and both heads train; the text dropout still applies to the
+cached features, as it would to live ones. The forward pass and objective are the Ray Train job's own
+(`ContrastiveModule`, `contrastive_objective`); only data handling differs (in-memory lists here).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from momu.chem.featurize import graphs_to_pyg_batch
 from momu.config import TrainConfig
 from momu.data.pairs import PairDataset, heldout_mask, load_pair_dataset
 from momu.eval.retrieval import inbatch_accuracy
-from momu.losses import LOSS_PAIRS, info_nce, momu_contrastive_loss
+from momu.losses import info_nce
 from momu.models.momu import MoMu, build_model
+from momu.train.contrastive import ContrastiveInputs, ContrastiveModule, contrastive_objective
 
 
 class TextFeatureCache:
@@ -81,9 +83,9 @@ class ContrastiveTrainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.model = model if model is not None else build_model(config.model)
+        self.module = ContrastiveModule(self.model, "momu", config.text_mode)
         self.text_cache: Optional[TextFeatureCache] = None
-        if config.freeze_text:
-            self.model.text_encoder.requires_grad_(False)
+        if config.text_mode == "locked":
             all_texts = [t for options in train.texts + heldout.texts for t in options]
             self.text_cache = TextFeatureCache(self.model, all_texts, progress=progress)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -103,26 +105,23 @@ class ContrastiveTrainer:
         self._cursor += bs
         return idx
 
-    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        model = self.model
+    def text_input(self, texts: list[str]):
+        """Cached pooled features (locked) or token ids (frozen / finetune) for ContrastiveModule."""
         if self.text_cache is not None:
-            return model.project_text(model.text_encoder.dropout(self.text_cache.lookup(texts)))
-        return model.encode_text(**model.text_encoder.tokenize(texts, model.device))
+            return self.text_cache.lookup(texts)
+        return self.model.text_encoder.tokenize(texts, self.model.device)
 
     # -- one step ---------------------------------------------------------------------------------------------
     def train_step(self) -> float:
         cfg = self.config
-        self.model.train()
-        if self.text_cache is not None:
-            self.model.text_encoder.eval()  # locked tower: no BERT dropout / state changes
+        self.module.train()
         idx = self.next_batch_indices()
         batch = graphs_to_pyg_batch([self.train_set.graphs[i] for i in idx], cfg.model.graph.bond_feature)
-        views = (augment_pyg_batch(batch, cfg.augment1, self.rng, ratio=self._ratio(cfg.augment1)),
-                 augment_pyg_batch(batch, cfg.augment2, self.rng, ratio=self._ratio(cfg.augment2)))
+        view1 = augment_pyg_batch(batch, cfg.augment1, self.rng, ratio=self._ratio(cfg.augment1))
+        view2 = augment_pyg_batch(batch, cfg.augment2, self.rng, ratio=self._ratio(cfg.augment2))
         text1, text2 = sample_text_views([self.train_set.texts[i] for i in idx], self.rng)
-        graph_emb = tuple(self.model.encode_graph(v.to(self.model.device)) for v in views)
-        text_emb = (self.text_embeddings(text1), self.text_embeddings(text2))
-        loss = momu_contrastive_loss(graph_emb, text_emb, cfg.model.temperature, pairs=cfg.losses)
+        inputs = ContrastiveInputs(view1, view2, self.text_input(text1), self.text_input(text2)).to(self.model.device)
+        loss = contrastive_objective(self.module(inputs), "momu", cfg.model.temperature, cfg.losses)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -141,10 +140,8 @@ class ContrastiveTrainer:
         bs = self.config.eval_batch_size
         graph_emb = self.model.embed_graphs(dataset.graphs, batch_size=256)
         first_texts = [options[0] for options in dataset.texts]
-        if self.text_cache is not None:
-            text_emb = self.model.project_text(self.text_cache.lookup(first_texts))
-        else:
-            text_emb = self.model.embed_texts(first_texts)
+        text_emb = torch.cat([self.module.embed_text(self.text_input(first_texts[s:s + bs]))
+                              for s in range(0, len(first_texts), bs)])
         losses = [float(info_nce(graph_emb[s:s + bs], text_emb[s:s + bs], self.config.model.temperature))
                   for s in range(0, len(dataset), bs)]
         metrics = inbatch_accuracy(graph_emb, text_emb, batch_size=bs)
