@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/momu train-local --config configs/demo.yaml
+	$(BIN)/momu pretrain --config configs/demo.yaml
 
 test: install
 	$(BIN)/python -m pytest

@@ -93,7 +93,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
           f"{100 * m.get('data_wait_fraction', 0):.1f}% of step time")
     print(f"checkpoint: {result.checkpoint_path}\nmodel:      {result.model_dir}")
     if result.mlflow_run_id:
-        print(f"MLflow run: {result.mlflow_run_id}" + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
+        from momu.tracking import resolve_tracking_uri
+
+        uri = resolve_tracking_uri(config.mlflow_tracking_uri)
+        print(f"MLflow run: {result.mlflow_run_id} in {uri}" + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
+        print(f"browse:     mlflow ui --backend-store-uri {uri}")
     return 0
 
 

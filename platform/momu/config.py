@@ -148,7 +148,8 @@ class PretrainConfig(StrictModel):
     seed: int = 100
     scaling: ScalingSection = Field(default_factory=ScalingSection)
     storage_path: str = Field("runs/ray_results", description="Ray Train storage (local dir, s3://, gs://)")
-    run_name: Optional[str] = Field(None, description="Ray Train run name (default: from objective and time)")
+    run_name: Optional[str] = Field(None, description="Ray Train run name (default: from objective and time). Reusing a name "
+                                    "with the same storage_path continues that run from its last checkpoint")
     resume: Optional[str] = Field(None, description="checkpoint directory of an earlier run to continue from")
     mlflow_tracking_uri: Optional[str] = None
     mlflow_experiment: str = "momu-pretrain"
