@@ -164,7 +164,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus_dir")
     p.add_argument("output")
     p.set_defaults(func=_cmd_convert_corpus)
+
+    # Two-word jobs: `momu evaluate retrieval`, `momu finetune property`, `momu index build`, ...
+    groups = {
+        name: sub.add_parser(name, help=text, description=text).add_subparsers(dest="target", metavar="TARGET",
+                                                                                required=True)
+        for name, text in [
+            ("evaluate", "evaluate a model (retrieval, ...)"),
+            ("finetune", "finetune a pretrained model on a downstream task (retrieval, property)"),
+            ("predict", "predict with a finetuned model (property)"),
+            ("index", "build and search a vector index over embedding shards"),
+        ]
+    }
+    _add_retrieval_commands(sub, groups)
+    _add_embedding_commands(sub, groups)
+    _add_property_commands(sub, groups)
+    _add_serving_commands(sub, groups)
     return parser
+
+
+# -- retrieval evaluation and finetuning (issue 4) ---------------------------------------------------------------
+
+def _add_retrieval_commands(sub, groups) -> None:
+    pass
+
+
+# -- batch embedding and vector index (issue 5) ------------------------------------------------------------------
+
+def _add_embedding_commands(sub, groups) -> None:
+    pass
+
+
+# -- property prediction (issue 7) ------------------------------------------------------------------------------
+
+def _add_property_commands(sub, groups) -> None:
+    pass
+
+
+# -- serving (issue 6) ------------------------------------------------------------------------------------------
+
+def _add_serving_commands(sub, groups) -> None:
+    pass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
