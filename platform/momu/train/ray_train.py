@@ -338,7 +338,8 @@ def init_ray_if_needed() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+        # "local": always a fresh instance, never silently joining some `ray start` cluster on this machine.
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
 def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_mlflow: bool = True,
