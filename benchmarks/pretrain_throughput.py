@@ -35,7 +35,7 @@ def main() -> None:
     from momu.config import PretrainConfig, ScalingSection
     from momu.train.ray_train import run_pretrain
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="momu-bench-"))
     cache = str(work / "text_cache")
 

@@ -155,3 +155,14 @@ def test_graphcl_stage_then_graph_init(ray_local, tmp_path, text_cache):
     wrong = build_model(cfg.model.model_copy(update={"graph": GINConfig(num_layers=3, emb_dim=64)}))
     with pytest.raises(ValueError, match="graph_init"):
         load_graph_init(wrong, str(graphcl.model_dir))
+
+
+def test_missing_graph_init_fails_before_training(ray_local, tmp_path):
+    """A bad graph_init is reported by the driver at once, not retried max_failures times inside workers."""
+    from momu.config import load_config, PretrainConfig
+    from momu.train.ray_train import run_pretrain
+
+    cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
+                      {"graph_init": str(tmp_path / "no-such-model"), "storage_path": str(tmp_path)})
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        run_pretrain(cfg, log_to_mlflow=False, progress=False)

@@ -21,7 +21,8 @@ class MoMuPyfunc(mlflow.pyfunc.PythonModel):
         if "smiles" in model_input.columns:
             graphs = [featurize_smiles(s) for s in model_input["smiles"]]
             good = [i for i, g in enumerate(graphs) if isinstance(g, MolGraph)]
-            emb = self.model.embed_graphs([graphs[i] for i in good]).tolist()
+            emb = self.model.embed_graphs([graphs[i] for i in good],  # SMILES: for the fingerprint baseline
+                                          smiles=[model_input["smiles"].iloc[i] for i in good]).tolist()
             out = [None] * len(graphs)
             for i, e in zip(good, emb):
                 out[i] = e

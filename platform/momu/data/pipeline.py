@@ -47,8 +47,9 @@ def read_inputs(config: PretrainConfig) -> tuple[pa.Table, ReadReport]:
             except ValueError:
                 fmt = "library"
         if fmt == "library":
-            if config.objective == "momu":
-                raise ValueError(f"data_paths: {path} is a molecule library; the momu objective needs text pairs")
+            if config.objective != "graphcl":
+                raise ValueError(f"data_paths: {path} is a molecule library; the {config.objective} objective "
+                                 "needs text pairs")
             result = read_molecule_library(path)
         else:
             result = read_pairs(path, format=fmt if fmt in PAIR_FORMATS else "auto")
@@ -80,9 +81,10 @@ def to_blocks(table: pa.Table, rows_per_block: int = 256) -> list[pa.Table]:
 
 # -- stages -----------------------------------------------------------------------------------------------------
 
-def featurize_records(batch: pa.Table, max_atoms: int = 512) -> pa.Table:
+def featurize_records(batch: pa.Table, max_atoms: int = 512, fingerprint: Optional[dict] = None) -> pa.Table:
     """Add graph columns and `reject_reason` ('' when the row is good). Rejected rows get empty graphs; the
-    driver counts them by reason and filters them out."""
+    driver counts them by reason and filters them out. With `fingerprint` (a FingerprintConfig dict, for the
+    fingerprint baseline) also a `fingerprint_bits` column of Morgan on-bits; rows without one are rejected."""
     has_graphs = "atom_type" in batch.column_names
     corpus_rows = {}
     if has_graphs:
@@ -106,10 +108,26 @@ def featurize_records(batch: pa.Table, max_atoms: int = 512) -> pa.Table:
         else:
             graphs.append(graph)
             reasons.append("")
+    bits = None
+    if fingerprint is not None:
+        from momu.config import FingerprintConfig
+        from momu.models.fingerprint import fingerprints_for
+
+        bits = fingerprints_for([s if not r else None for s, r in zip(smiles, reasons)],
+                                FingerprintConfig.model_validate(fingerprint))
+        for i, b in enumerate(bits):
+            if isinstance(b, Rejection):
+                if not reasons[i]:
+                    graphs[i], reasons[i] = empty, b.reason
+                bits[i] = np.zeros(0, np.int32)
     others = [c for c in batch.column_names if c not in GRAPH_COLUMNS]
     out = batch.select(others)
     for name, column in graphs_to_columns(graphs).items():
         out = out.append_column(GRAPH_SCHEMA.field(name), column)
+    if bits is not None:
+        from momu.models.fingerprint import FINGERPRINT_COLUMN
+
+        out = out.append_column(FINGERPRINT_COLUMN, pa.array([b.tolist() for b in bits], pa.list_(pa.int32())))
     return out.append_column(REJECT, pa.array(reasons, pa.string()))
 
 
@@ -225,7 +243,7 @@ def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # deterministic order
     table, report = read_inputs(config)
-    if config.objective == "momu":
+    if config.objective != "graphcl":  # momu, vse: graph<->text
         has_text = np.array([len(t) > 0 for t in table.column("texts").to_pylist()])
         no_text = int((~has_text).sum())
         table = table.filter(pa.array(has_text))
@@ -236,16 +254,17 @@ def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str
     cache_paths = []
 
     def prepare(part: pa.Table):
-        if config.objective == "momu" and text_mode == "locked":
+        if config.objective != "graphcl" and text_mode == "locked":
             ds, path = cached_text_features(part, config.model.text, config.text_cache_dir,
                                             num_cpus=config.scaling.cpus_per_worker,
                                             num_gpus=1.0 if config.scaling.use_gpu else 0.0)
             cache_paths.append(path)
         else:
             ds = ray.data.from_arrow(to_blocks(part))
-        ds = ds.map_batches(featurize_records, fn_kwargs={"max_atoms": config.max_atoms}, batch_format="pyarrow",
-                            batch_size=256)
-        if config.objective == "momu" and text_mode != "locked":
+        fingerprint = config.model.fingerprint.model_dump() if config.model.graph_encoder == "fingerprint" else None
+        ds = ds.map_batches(featurize_records, fn_kwargs={"max_atoms": config.max_atoms, "fingerprint": fingerprint},
+                            batch_format="pyarrow", batch_size=256)
+        if config.objective != "graphcl" and text_mode != "locked":
             ds = ds.map_batches(TokenizeTexts, fn_constructor_kwargs={"text_config": config.model.text.model_dump(mode="json")},
                                 batch_format="pyarrow", batch_size=256, concurrency=1)
         ds = ds.materialize()

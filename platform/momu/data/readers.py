@@ -720,3 +720,43 @@ def _find_column(path: Path, header: Sequence[str], given: Optional[str], candid
 def _is_blank(values: pa.Array) -> np.ndarray:
     blank = pc.fill_null(pc.equal(pc.utf8_length(values), 0), True)
     return blank.to_numpy(zero_copy_only=False).astype(bool)
+
+
+# ----------------------------------------------------------------------------------------------- PCdes-style
+
+
+UNPAIRED_LINE = "unpaired_line"  # one file of an aligned pair has more lines than the other
+
+
+def read_aligned_pairs(smiles_path: PathLike, text_path: PathLike) -> ReadResult:
+    """PCdes-style pairs: a SMILES file and a description file aligned by line (line i describes SMILES i).
+    id = the 1-based line number. Nothing is skipped silently, since a dropped line would shift every later
+    pair: a blank SMILES or description line is malformed (empty_smiles / empty_description), and the lines
+    past the shorter file's end are malformed as unpaired_line (counts per file in report.metadata)."""
+    smiles_file, text_file = _existing_file(smiles_path), _existing_file(text_path)
+    smiles_lines = [(lineno, line.rstrip("\r\n"), ok) for lineno, line, ok in _decoded_lines(smiles_file)]
+    text_lines = [(lineno, line.rstrip("\r\n"), ok) for lineno, line, ok in _decoded_lines(text_file)]
+    report = ReadReport(f"{smiles_file} + {text_file}")
+    report.metadata.update({"smiles_lines": len(smiles_lines), "description_lines": len(text_lines)})
+    ids, smiles, texts = [], [], []
+    for (lineno, smi, ok_s), (_, text, ok_t) in zip(smiles_lines, text_lines):
+        if not (ok_s and ok_t):
+            report.add_malformed(lineno, R.BAD_ENCODING, smi if not ok_s else text)
+        elif not smi.strip():
+            report.add_malformed(lineno, R.EMPTY_SMILES, text)
+        elif not text.strip():
+            report.add_malformed(lineno, R.EMPTY_DESCRIPTION, smi)
+        else:
+            ids.append(str(lineno))
+            smiles.append(smi.strip().split()[0])  # a SMILES never holds whitespace; "SMILES name" lines keep SMILES
+            texts.append([text.strip()])
+            report.add_ok()
+    longer, name = (smiles_lines, "SMILES") if len(smiles_lines) > len(text_lines) else (text_lines, "description")
+    for lineno, line, _ in longer[min(len(smiles_lines), len(text_lines)):]:
+        report.add_malformed(lineno, UNPAIRED_LINE, f"[{name} file] {line}")
+    if len(smiles_lines) != len(text_lines):
+        log.warning("%s has %d lines but %s has %d: pairs after line %d are unpaired and excluded; check the "
+                    "alignment", smiles_file, len(smiles_lines), text_file, len(text_lines),
+                    min(len(smiles_lines), len(text_lines)))
+    table = build_records(ids, smiles, texts, [None] * len(ids), str(smiles_file))
+    return ReadResult(table, report)

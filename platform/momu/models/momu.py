@@ -36,7 +36,12 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
-def build_graph_encoder(config: MoMuConfig) -> GraphEncoder:
+def build_graph_encoder(config: MoMuConfig) -> nn.Module:
+    """The GIN (MoMu) or, with `graph_encoder: fingerprint`, the Morgan-fingerprint MLP baseline."""
+    if config.graph_encoder == "fingerprint":
+        from momu.models.fingerprint import FingerprintEncoder
+
+        return FingerprintEncoder(config.fingerprint)
     g = config.graph
     return GraphEncoder(GIN(g.num_layers, g.emb_dim, g.dropout, g.jk, g.self_loop_bond_type))
 
@@ -55,6 +60,11 @@ class MoMu(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def uses_fingerprints(self) -> bool:
+        """True for the fingerprint baseline: its graph batches need `batch.fingerprint` (made from SMILES)."""
+        return self.config.graph_encoder == "fingerprint"
 
     # -- graph side -------------------------------------------------------------------------------------------
     def graph_features(self, batch) -> torch.Tensor:
@@ -90,15 +100,33 @@ class MoMu(nn.Module):
             self.train(was_training)
         return torch.cat(out) if out else torch.zeros(0, self.config.proj_dim)
 
-    @torch.no_grad()
-    def embed_graphs(self, graphs: Sequence, batch_size: int = 256) -> torch.Tensor:
-        """MolGraphs -> normalised embeddings [len(graphs), proj_dim] (eval mode, batched)."""
-        from momu.chem.featurize import graphs_to_pyg_batch
+    def graph_batch(self, graphs: Sequence, smiles: Optional[Sequence[str]] = None):
+        """MolGraphs (+ their SMILES, needed by the fingerprint baseline) -> the PyG batch `encode_graph` takes."""
+        from momu.chem.featurize import Rejection, graphs_to_pyg_batch
 
+        batch = graphs_to_pyg_batch(graphs, self.config.graph.bond_feature)
+        if self.uses_fingerprints:
+            from momu.models.fingerprint import attach_fingerprints, fingerprints_for
+
+            if smiles is None or len(smiles) != len(graphs):
+                raise ValueError("the fingerprint model needs the SMILES of every graph (smiles=...)")
+            bits = fingerprints_for(smiles, self.config.fingerprint)
+            bad = [i for i, b in enumerate(bits) if isinstance(b, Rejection)]
+            if bad:
+                raise ValueError(f"no fingerprint for SMILES {bad[0]} ({smiles[bad[0]]!r}): {bits[bad[0]].detail}")
+            attach_fingerprints(batch, bits, self.config.fingerprint.n_bits)
+        return batch
+
+    @torch.no_grad()
+    def embed_graphs(self, graphs: Sequence, batch_size: int = 256,
+                     smiles: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """MolGraphs -> normalised embeddings [len(graphs), proj_dim] (eval mode, batched). The fingerprint
+        baseline also needs each graph's SMILES."""
         was_training = self.training
         self.eval()
         try:
-            out = [self.encode_graph(graphs_to_pyg_batch(graphs[i:i + batch_size], self.config.graph.bond_feature)
+            out = [self.encode_graph(self.graph_batch(graphs[i:i + batch_size],
+                                                      None if smiles is None else smiles[i:i + batch_size])
                                      .to(self.device))
                    for i in range(0, len(graphs), batch_size)]
         finally:

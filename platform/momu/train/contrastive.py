@@ -20,7 +20,8 @@ from torch import nn
 
 from momu.chem.augment import augment_pyg_batch
 from momu.chem.columns import columns_to_pyg_batch
-from momu.losses import info_nce, momu_contrastive_loss
+from momu.losses import info_nce, momu_contrastive_loss, vse_max_violation_loss
+from momu.models.fingerprint import FINGERPRINT_COLUMN, attach_fingerprints
 from momu.models.momu import MoMu
 
 TextInput = Union[torch.Tensor, dict]  # cached features [B, H], or {"input_ids", "attention_mask"}
@@ -72,15 +73,32 @@ def choose_two_paragraphs(counts: np.ndarray, rng: np.random.Generator) -> tuple
     return first, second
 
 
+def graph_batch_from_columns(batch: pa.Table, bond_feature: str, fingerprint_bits: Optional[int] = None):
+    """Graph columns -> PyG Batch; with `fingerprint_bits` (the fingerprint baseline's n_bits) the batch also
+    carries `fingerprint` [graphs, n_bits] made from the `fingerprint_bits` column."""
+    graphs = columns_to_pyg_batch(batch, bond_feature)
+    if fingerprint_bits:
+        if FINGERPRINT_COLUMN not in batch.column_names:
+            raise ValueError(f"the fingerprint model needs a '{FINGERPRINT_COLUMN}' column (featurize_records "
+                             "with fingerprint=...)")
+        offsets, flat = _list_of_lists(batch.column(FINGERPRINT_COLUMN))
+        values = flat.to_numpy(zero_copy_only=False)
+        attach_fingerprints(graphs, [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])], fingerprint_bits)
+    return graphs
+
+
 class ContrastiveCollator:
-    """Arrow batch -> ContrastiveInputs (two augmented graph views, two text views)."""
+    """Arrow batch -> ContrastiveInputs (two augmented graph views, two text views; objective "vse": one graph
+    view and one text view, the second ones left empty)."""
 
     def __init__(self, *, seed: int, rank: int, objective: str, text_mode: str, bond_feature: str,
-                 augment1: str, augment2: str, drop_ratio: float, subgraph_ratio: float, pad_token_id: int = 0):
+                 augment1: str, augment2: str, drop_ratio: float, subgraph_ratio: float, pad_token_id: int = 0,
+                 fingerprint_bits: Optional[int] = None):
         self.seed, self.rank, self.objective, self.text_mode = seed, rank, objective, text_mode
         self.bond_feature, self.augment1, self.augment2 = bond_feature, augment1, augment2
         self.ratios = {"drop_nodes": drop_ratio, "subgraph": subgraph_ratio}
         self.pad_token_id = pad_token_id
+        self.fingerprint_bits = fingerprint_bits
 
     def rng(self, epoch: int, batch_index: int) -> np.random.Generator:
         # epoch -1 is validation's fixed views; SeedSequence entropy must be non-negative.
@@ -88,8 +106,13 @@ class ContrastiveCollator:
 
     def __call__(self, batch: pa.Table, epoch: int, batch_index: int) -> ContrastiveInputs:
         rng = self.rng(epoch, batch_index)
-        graphs = columns_to_pyg_batch(batch, self.bond_feature)
+        graphs = graph_batch_from_columns(batch, self.bond_feature, self.fingerprint_bits)
         view1 = augment_pyg_batch(graphs, self.augment1, rng, ratio=self.ratios.get(self.augment1))
+        if self.objective == "vse":  # one graph view, one text per molecule
+            column = "text_features" if self.text_mode == "locked" else "text_input_ids"
+            offsets, paragraphs = _list_of_lists(batch.column(column))
+            first, _ = choose_two_paragraphs(np.diff(offsets), rng)
+            return ContrastiveInputs(view1, view1, self.text_view(paragraphs, offsets[:-1] + first))
         view2 = augment_pyg_batch(graphs, self.augment2, rng, ratio=self.ratios.get(self.augment2))
         if self.objective == "graphcl":
             return ContrastiveInputs(view1, view2)
@@ -161,6 +184,8 @@ class ContrastiveModule(nn.Module):
 
     def forward(self, inputs: ContrastiveInputs):
         g1 = self.model.encode_graph(inputs.view1)
+        if self.objective == "vse":
+            return g1, self.embed_text(inputs.text1)
         g2 = self.model.encode_graph(inputs.view2)
         if self.objective == "graphcl":
             return g1, g2
@@ -168,7 +193,10 @@ class ContrastiveModule(nn.Module):
 
 
 def contrastive_objective(embeddings: tuple, objective: str, temperature: float, losses=("g1t1", "g1t2", "g2t1", "g2t2"),
-                          gather_negatives: bool = False) -> torch.Tensor:
+                          gather_negatives: bool = False, margin: float = 0.2) -> torch.Tensor:
+    if objective == "vse":  # MoMu's retrieval finetuning: VSE++ max-violation hinge, in-batch negatives
+        graph, text = embeddings
+        return vse_max_violation_loss(graph, text, margin)
     if objective == "graphcl":
         g1, g2 = embeddings
         return info_nce(g1, g2, temperature, gather_negatives)

@@ -48,6 +48,39 @@ def load_graph_init(model, source: str) -> None:
     model.graph_encoder.load_state_dict(donor.graph_encoder.state_dict())
 
 
+def load_full_init(model, source: str) -> None:
+    """Initialise every weight from a saved MoMu model (dir or models:/ URI) with the same config."""
+    from momu.models.loading import load_momu
+
+    donor = load_momu(source)
+    if donor.config != model.config:
+        raise ValueError(f"init_from: {source} has model config {donor.config}, this run has {model.config}")
+    model.load_state_dict(donor.state_dict())
+
+
+def planned_steps(cfg: PretrainConfig, rows_per_worker: int) -> int:
+    """Optimiser steps the run will take (what the lr schedule spans)."""
+    per_epoch = max(1, rows_per_worker // cfg.batch_size // cfg.grad_accum)
+    return max(1, min(cfg.max_steps or 10 ** 12, cfg.epochs * per_epoch))
+
+
+def lr_factor(cfg: PretrainConfig, step: int, total: int) -> float:
+    """Multiplier of cfg.lr for optimiser step `step` (0-based). warmup_linear follows BERT's warmup_linear
+    (MoMu's retrieval finetuning): rises linearly over warmup_fraction of `total`, then decays linearly to 0."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    x, warm = (step + 1) / total, cfg.warmup_fraction
+    if x < warm:
+        return x / warm
+    return max(0.0, (1.0 - x) / (1.0 - warm)) if warm < 1.0 else 0.0
+
+
+def _selection_value(val: dict, metric: str) -> float:
+    if metric == "acc_mean":
+        return (val["acc_g2t"] + val["acc_t2g"]) / 2
+    return val[metric]
+
+
 class MetricsLogger:
     """Rank 0's MLflow writer: buffers per-step metrics and flushes them in batches."""
 
@@ -95,12 +128,16 @@ def train_func(loop_config: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_model(cfg.model)
+    if cfg.init_from:
+        load_full_init(model, loop_config.get("init_from_dir") or cfg.init_from)
     if cfg.graph_init:
         load_graph_init(model, cfg.graph_init)
     module = ContrastiveModule(model, cfg.objective, text_mode)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0}
+    # select_best: the best validation so far and its weights (kept in every checkpoint, so resuming keeps it).
+    best = {"value": float("-inf"), "step": -1, "model": None}
     # A restart within this run (FailureConfig) resumes from the run's latest checkpoint; otherwise an explicit
     # --resume path (Ray Train V2 dropped resume_from_checkpoint in favour of this pattern).
     checkpoint = ray.train.get_checkpoint()
@@ -115,18 +152,22 @@ def train_func(loop_config: dict) -> None:
         optimizer.load_state_dict(saved["optimizer"])
         state.update(saved["state"])
         state["restored_from_step"] = state["step"]
+        if "best" in saved:
+            best.update(saved["best"], model=saved.get("best_model"))
     device = ray.train.torch.get_device()
     ddp = ray.train.torch.prepare_model(module)  # to device; DistributedDataParallel when world > 1
     collator = ContrastiveCollator(
         seed=cfg.seed, rank=rank, objective=cfg.objective, text_mode=text_mode,
         bond_feature=cfg.model.graph.bond_feature, augment1=cfg.augment1, augment2=cfg.augment2,
         drop_ratio=cfg.drop_ratio, subgraph_ratio=cfg.subgraph_ratio,
-        pad_token_id=int(model.text_encoder.tokenizer.pad_token_id or 0))
+        pad_token_id=int(model.text_encoder.tokenizer.pad_token_id or 0),
+        fingerprint_bits=cfg.model.fingerprint.n_bits if cfg.model.graph_encoder == "fingerprint" else None)
     shard = ray.train.get_dataset_shard(f"train_{rank}")
     logger = MetricsLogger(loop_config.get("mlflow_run_id"), loop_config.get("mlflow_tracking_uri")) if rank == 0 \
         else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     max_steps = cfg.max_steps or 10 ** 12
+    total_steps = planned_steps(cfg, int(loop_config.get("train_rows_per_worker") or cfg.batch_size))
     timing = {"data": 0.0, "compute": 0.0, "samples": 0}
 
     def save_and_report(metrics: dict) -> None:
@@ -134,12 +175,34 @@ def train_func(loop_config: dict) -> None:
                    "restored_from_step": state["restored_from_step"]}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                torch.save({"model": _trainable_state(model, text_mode, cfg.objective),
-                            "optimizer": optimizer.state_dict(), "state": dict(state)},
-                           Path(tmp) / CHECKPOINT_FILE)
+                payload = {"model": _trainable_state(model, text_mode, cfg.objective),
+                           "optimizer": optimizer.state_dict(), "state": dict(state)}
+                if cfg.select_best and best["model"] is not None:
+                    payload["best"] = {"value": best["value"], "step": best["step"]}
+                    payload["best_model"] = best["model"]
+                torch.save(payload, Path(tmp) / CHECKPOINT_FILE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+
+    def consider_best(val: dict) -> dict:
+        """select_best: keep a copy of the weights when this validation is the best so far (rank 0)."""
+        if not cfg.select_best or not val:
+            return {}
+        value = _selection_value(val, cfg.select_best)
+        if value > best["value"]:
+            best.update(value=value, step=state["step"],
+                        model={k: v.detach().cpu().clone()
+                               for k, v in _trainable_state(model, text_mode, cfg.objective).items()})
+        return {f"best_val_{cfg.select_best}": best["value"], "best_step": best["step"]}
+
+    if cfg.select_best and state["step"] == 0 and rank == 0:
+        # The starting weights are a candidate too (MoMu's finetuning validated before its first epoch).
+        val = _validate(module, cfg, text_mode, collator, device)
+        selected = consider_best(val)
+        if logger:
+            logger.log({**{f"val_{k}": v for k, v in val.items()}, **selected}, 0)
+            logger.flush()
 
     last_loss = float("nan")
     finished = state["step"] >= max_steps
@@ -169,11 +232,13 @@ def train_func(loop_config: dict) -> None:
             with (ddp.no_sync() if (world > 1 and not sync) else _nullcontext()), autocast:
                 embeddings = ddp(inputs)
                 loss = contrastive_objective(embeddings, cfg.objective, cfg.model.temperature, cfg.losses,
-                                             cfg.gather_negatives)
+                                             cfg.gather_negatives, margin=cfg.margin)
                 (loss / cfg.grad_accum).backward()
             accumulated += float(loss.detach()) / cfg.grad_accum
             micro += 1
             if sync:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg, state["step"], total_steps)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] += 1
@@ -198,10 +263,12 @@ def train_func(loop_config: dict) -> None:
         if not finished:
             state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
         val = _validate(module, cfg, text_mode, collator, device) if rank == 0 else {}
+        selected = consider_best(val)
         if logger:
-            logger.log({f"val_{k}": v for k, v in val.items()}, state["step"])
+            logger.log({**{f"val_{k}": v for k, v in val.items()}, **selected}, state["step"])
             logger.flush()
-        save_and_report({"train_loss": last_loss, **{f"val_{k}": v for k, v in val.items()}, **_throughput(timing)})
+        save_and_report({"train_loss": last_loss, **{f"val_{k}": v for k, v in val.items()}, **selected,
+                         **_throughput(timing)})
     if rank == 0 and cfg.embedding_plot and logger and logger.client:
         _log_embedding_plot(module, cfg, text_mode, collator, device, logger)
 
@@ -225,16 +292,16 @@ def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, devic
     """Validation graphs (no augmentation) and their first paragraph, in file order."""
     import ray.train
 
-    from momu.chem.columns import columns_to_pyg_batch
-    from momu.train.contrastive import _list_of_lists
+    from momu.train.contrastive import _list_of_lists, graph_batch_from_columns
 
     module.eval()
     graphs, texts, tables = [], [], []
     seen = 0
     for batch in ray.train.get_dataset_shard("val").iter_batches(batch_size=cfg.eval_batch_size,
                                                                   batch_format="pyarrow"):
-        graphs.append(module.model.encode_graph(columns_to_pyg_batch(batch, cfg.model.graph.bond_feature).to(device)))
-        if cfg.objective == "momu":
+        graph_batch = graph_batch_from_columns(batch, cfg.model.graph.bond_feature, collator.fingerprint_bits)
+        graphs.append(module.model.encode_graph(graph_batch.to(device)))
+        if cfg.objective != "graphcl":
             column = "text_features" if text_mode == "locked" else "text_input_ids"
             offsets, paragraphs = _list_of_lists(batch.column(column))
             texts.append(module.embed_text(_to(collator.text_view(paragraphs, offsets[:-1]), device)))
@@ -350,6 +417,14 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
     init_ray_if_needed()
     text_mode = cfg.resolved_text_mode()
     n = cfg.scaling.num_workers
+    init_dir = None
+    if cfg.graph_init:
+        # Resolve here, once: workers run in their own working directory and have no MLflow store path.
+        from momu.models.loading import resolve_model_dir
+
+        cfg = cfg.model_copy(update={"graph_init": str(resolve_model_dir(cfg.graph_init).resolve())})
+    if cfg.init_from:
+        cfg, init_dir = resolve_init_from(cfg, text_mode, progress)
     from momu.data.pipeline import build_pretrain_data
 
     data = build_pretrain_data(cfg, n, text_mode)
@@ -368,7 +443,9 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             train_func,
             train_loop_config={"config": cfg.model_dump(mode="json"), "text_mode": text_mode,
                                "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
-                               "resume_from": _resume_path(cfg.resume)},
+                               "resume_from": _resume_path(cfg.resume),
+                               "train_rows_per_worker": data.summary["train_rows_per_worker"],
+                               "init_from_dir": str(init_dir) if init_dir else None},
             scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
                                                    resources_per_worker=resources),
             run_config=ray.train.RunConfig(
@@ -384,7 +461,8 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
         model_dir = model_uri = None
         if checkpoint_path:
             model_dir = export_model(cfg, text_mode, checkpoint_path,
-                                     Path(output_dir) if output_dir else Path(storage) / run_name / "model")
+                                     Path(output_dir) if output_dir else Path(storage) / run_name / "model",
+                                     init_dir=init_dir)
             if run_id:
                 model_uri = _log_model(cfg, model_dir, metrics)
     return PretrainResult(run_name, checkpoint_path, model_dir, metrics, data.summary, run_id, model_uri)
@@ -405,14 +483,43 @@ def _resume_path(resume: Optional[str]) -> Optional[str]:
     return str(checkpoints[-1].parent)
 
 
-def export_model(cfg: PretrainConfig, text_mode: str, checkpoint_path: str, directory: Path) -> Path:
-    """A Ray Train checkpoint -> a saved MoMu model directory (safetensors + config)."""
-    from momu.models.momu import build_model
+def export_model(cfg: PretrainConfig, text_mode: str, checkpoint_path: str, directory: Path,
+                 init_dir: Optional[Path] = None) -> Path:
+    """A Ray Train checkpoint -> a saved MoMu model directory (safetensors + config). With select_best, the
+    best validation's weights rather than the last ones. Weights a checkpoint leaves out (an untrained text
+    tower) come from `init_dir` (init_from) or else from the text encoder's own pretrained weights."""
+    from momu.models.momu import MoMu, build_model
 
-    model = build_model(cfg.model)
+    model = MoMu.from_pretrained(init_dir) if init_dir else build_model(cfg.model)
     saved = torch.load(Path(checkpoint_path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(saved["model"], strict=False)
+    weights = saved["best_model"] if cfg.select_best and saved.get("best_model") is not None else saved["model"]
+    model.load_state_dict(weights, strict=False)
     return model.save_pretrained(directory)
+
+
+def resolve_init_from(cfg: PretrainConfig, text_mode: str, progress: bool = True) -> tuple[PretrainConfig, Path]:
+    """Download/locate the init_from model once; its config becomes the run's `model`. In locked mode the text
+    features are computed from the text encoder's pretrained weights, so the init model's text tower must
+    still be exactly those weights (a finetuned one needs text_mode frozen or finetune)."""
+    from momu.config import MoMuConfig
+    from momu.models.loading import resolve_model_dir
+    from momu.models.momu import CONFIG_FILE, MoMu
+    from momu.models.text import TextEncoder
+
+    init_dir = resolve_model_dir(cfg.init_from).resolve()  # workers run in another directory
+    saved = MoMuConfig.model_validate(json.loads((init_dir / CONFIG_FILE).read_text())["config"])
+    if saved != cfg.model and progress:
+        print(f"init_from: using the model config of {cfg.init_from} (graph_encoder {saved.graph_encoder})")
+    cfg = cfg.model_copy(update={"model": saved})
+    if text_mode == "locked" and cfg.objective != "graphcl":
+        tuned = MoMu.from_pretrained(init_dir).text_encoder.state_dict()
+        stock = TextEncoder(saved.text).state_dict()
+        changed = [k for k, v in stock.items() if not torch.equal(v, tuned[k])]
+        if changed:
+            raise ValueError(f"init_from: {cfg.init_from} has a finetuned text tower ({len(changed)} tensors differ "
+                             f"from {saved.text.name_or_path}); text_mode locked would use the wrong features: "
+                             "use text_mode frozen or finetune")
+    return cfg, init_dir
 
 
 def _start_mlflow(cfg: PretrainConfig, run_name: str, data_summary: dict, text_mode: str):
