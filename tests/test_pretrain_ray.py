@@ -166,3 +166,18 @@ def test_missing_graph_init_fails_before_training(ray_local, tmp_path):
                       {"graph_init": str(tmp_path / "no-such-model"), "storage_path": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         run_pretrain(cfg, log_to_mlflow=False, progress=False)
+
+
+def test_graphcl_libraries_with_row_number_ids_are_all_read(tmp_path):
+    """Two libraries whose ids are row numbers must not drop each other's molecules as duplicates;
+    the same SMILES in both files is kept once."""
+    from momu.config import PretrainConfig
+    from momu.data.pipeline import read_inputs
+
+    (tmp_path / "a.csv").write_text("smiles,label\nCCO,1\nc1ccccc1,0\nCCN,1\n")
+    (tmp_path / "b.csv").write_text("smiles,label\nCCCl,0\nCCO,1\n")
+    cfg = PretrainConfig(objective="graphcl", data_paths=[str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
+    table, report = read_inputs(cfg)
+    assert sorted(table.column("smiles").to_pylist()) == sorted(["CCO", "c1ccccc1", "CCN", "CCCl"])
+    assert len(set(table.column("id").to_pylist())) == 4
+    assert report.metadata["duplicate_smiles_dropped"] == 1

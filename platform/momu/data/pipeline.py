@@ -54,17 +54,24 @@ def read_inputs(config: PretrainConfig) -> tuple[pa.Table, ReadReport]:
         else:
             result = read_pairs(path, format=fmt if fmt in PAIR_FORMATS else "auto")
         table = result.table
+        if fmt == "library" and len(config.data_paths) > 1:
+            # Library ids are often row numbers: make them unique across files (muv.csv.gz:12, hiv.csv.gz:12).
+            name = Path(path).name
+            table = table.set_column(table.column_names.index("id"), "id",
+                                     pa.array([f"{name}:{i}" for i in table.column("id").to_pylist()]))
         keep = ["id", "smiles", "texts"] + [c for c in GRAPH_COLUMNS if c in table.column_names]
         tables.append(table.select(keep))
         report = result.report if report is None else report.merge(result.report, path=", ".join(config.data_paths))
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     # The same molecule listed twice (two files, duplicated rows) would be its own negative: keep the first.
-    ids = table.column("id").to_pylist()
+    # Pairs are keyed by id (CID); graph-only libraries by SMILES, since their ids may be mere row numbers.
+    keys = table.column("smiles" if config.objective == "graphcl" else "id").to_pylist()
     first = {}
-    for i, mol_id in enumerate(ids):
-        first.setdefault(mol_id, i)
-    if len(first) < len(ids):
-        report.metadata["duplicate_ids_dropped"] = len(ids) - len(first)
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    if len(first) < len(keys):
+        report.metadata["duplicate_ids_dropped" if config.objective != "graphcl" else "duplicate_smiles_dropped"] = \
+            len(keys) - len(first)
         table = table.take(pa.array(sorted(first.values())))
     return table, report
 
@@ -282,6 +289,7 @@ def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str
         "rows_read": report.rows_read, "rows_malformed": report.rows_malformed,
         "malformed_by_reason": dict(report.malformed), "rows_without_text": no_text,
         "duplicate_ids_dropped": report.metadata.get("duplicate_ids_dropped", 0),
+        "duplicate_smiles_dropped": report.metadata.get("duplicate_smiles_dropped", 0),
         "rejected_by_reason": dict(train_rejects + val_rejects),
         "train_rows": train_ds.count(), "val_rows": val_ds.count(),
         "train_rows_per_worker": splits[0].count(), "text_cache": cache_paths,
