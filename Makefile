@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench browser clean
 
 $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 install: $(STAMP)
 
 demo: install
-	$(BIN)/momu pretrain --config configs/demo.yaml
+	$(BIN)/momu pretrain --config configs/demo.yaml --output-dir runs/demo/model
 
 test: install
 	$(BIN)/python -m pytest
@@ -30,6 +30,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benchmarks/featurize_throughput.py
+
+# Chromium + chromedriver for tests/test_web_page.py (apt, only when missing; .ci/run does this before `make test`).
+browser:
+	.ci/install-browser
 
 clean:
 	rm -rf runs .pytest_cache

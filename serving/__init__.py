@@ -1,0 +1,1 @@
+"""MoMu's Ray Serve application (import path `serving.app:app`); see serving/app.py and serving/config.yaml."""

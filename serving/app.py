@@ -1,0 +1,305 @@
+"""The MoMu Serve application: a FastAPI ingress (`MoMuAPI`) composing an `Encoder` and an `Index` deployment.
+
+    serve run serving/config.yaml            # from the repository root
+    momu serve --config serving/config.yaml  # the same, on 127.0.0.1, Ctrl-C to stop
+
+`app` is the application builder Serve imports (`import_path: serving.app:app`); it takes the `args:` of the
+config file as a `momu.config.ServeConfig`. Later deployments (captioning, generation) are bound here too and
+handed to the ingress like the encoder and index.
+
+Errors are JSON: {"error": <class>, "detail": [{"field": ..., "reason": ...}]}. Bad input is a 4xx naming the field
+(400 malformed JSON, 401 API key, 413 body too large, 422 invalid value); it never reaches the model.
+"""
+
+# No `from __future__ import annotations`: Serve reads the builder's parameter annotation as a class.
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from momu.chem.draw import DrawingCache
+from momu.config import ServeConfig
+from serving import errors
+from serving.deployments import Encoder, Index
+from serving.schemas import (
+    EmbedRequest,
+    EmbedResponse,
+    ErrorResponse,
+    HealthResponse,
+    MoleculeHit,
+    ModelsResponse,
+    SearchMoleculesRequest,
+    SearchMoleculesResponse,
+    SearchTextsRequest,
+    SearchTextsResponse,
+    SimilarityRequest,
+    SimilarityResponse,
+    TextHit,
+)
+from serving.validation import check_items, check_k, check_smiles, check_text
+
+log = logging.getLogger("ray.serve")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+ERROR_RESPONSES = {code: {"model": ErrorResponse, "description": text} for code, text in [
+    (400, "malformed JSON"), (401, "missing or wrong API key"), (413, "request body too large"),
+    (422, "invalid value (the field and reason are named)"), (503, "index not configured or backend unavailable")]}
+
+api = FastAPI(
+    title="MoMu",
+    version="1",
+    description="Search molecules by text and texts by molecule with MoMu (a molecule-graph <-> text contrastive "
+                "model); embed SMILES or texts; score (SMILES, text) pairs. The web page is at `/`.",
+)
+
+errors.install_error_handlers(api)
+api.add_middleware(errors.GuardMiddleware)
+
+
+def _text_of(hit: dict) -> str:
+    for column in ("text", "description", "texts"):
+        value = hit.get(column)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value:
+            return str(value)
+    return ""
+
+
+def _same_model(built_by: dict, served: dict) -> Optional[bool]:
+    """Whether an index's embeddings come from the served model: by weights hash, else by version (None: the
+    index does not say)."""
+    if built_by.get("weights_sha256"):
+        return built_by["weights_sha256"] == served["weights_sha256"]
+    if built_by.get("model_version"):
+        return built_by["model_version"] == served["version"]
+    return None
+
+
+# -- the ingress ------------------------------------------------------------------------------------------------
+
+@serve.deployment(name="MoMuAPI", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
+@serve.ingress(api)
+class MoMuAPI:
+    def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, config: dict):
+        self.config = ServeConfig.model_validate(config)
+        self.limits = self.config.limits
+        self.encoder = encoder
+        self.index = index
+        key = self.config.api_key
+        if self.config.api_key_env:
+            key = os.environ.get(self.config.api_key_env) or None
+            if key is None:
+                raise RuntimeError(f"api_key_env: environment variable {self.config.api_key_env} is not set")
+        errors.configure(self.limits.max_body_bytes, key)
+        self.drawings = DrawingCache()
+        self._page = (STATIC_DIR / "index.html").read_text()
+        self._model: Optional[dict] = None
+        self._indexes: Optional[dict] = None
+        self._warned: set = set()
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    async def _model_info(self) -> dict:
+        if self._model is None:
+            self._model = await self.encoder.info.remote()
+        return self._model
+
+    async def _index_info(self) -> dict:
+        if self._indexes is None:
+            self._indexes = await self.index.info.remote()
+        return self._indexes
+
+    async def _require_index(self, name: str) -> int:
+        info = await self._index_info()
+        if name not in info:
+            raise errors.NotConfigured(f"no {name} index is configured on this server "
+                                       f"({'molecule_index' if name == 'molecules' else 'text_index'} is null)")
+        model = await self._model_info()
+        if int(info[name]["dim"]) != int(model["embedding_dim"]):
+            raise errors.NotConfigured(f"the {name} index holds {info[name]['dim']}-d embeddings but the served model "
+                                       f"makes {model['embedding_dim']}-d ones: rebuild the index with this model")
+        if _same_model(info[name].get("model_info") or {}, model) is False and name not in self._warned:
+            self._warned.add(name)
+            log.warning("the %s index was built by another model (%s) than the served one (%s %s)", name,
+                        info[name].get("model_info"), model["name"], model["version"])
+        return int(info[name]["size"])
+
+    async def _draw(self, smiles: list[Optional[str]]) -> list[Optional[str]]:
+        """SVG drawings (cached), made in a worker thread so a page of drawings does not stall other requests."""
+        def draw_all():
+            return [self.drawings.get(s, self.config.draw_width, self.config.draw_height) if s else None
+                    for s in smiles]
+
+        return await asyncio.to_thread(draw_all)
+
+    # -- pages ------------------------------------------------------------------------------------------------
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        return HTMLResponse(self._page)
+
+    @api.get("/static/{name}", include_in_schema=False)
+    async def static(self, name: str) -> Response:
+        if name not in STATIC_FILES:
+            raise StarletteHTTPException(404, f"no static file {name!r}")
+        return Response((STATIC_DIR / name).read_bytes(), media_type=STATIC_FILES[name])
+
+    @api.get("/healthz", response_model=HealthResponse, responses=ERROR_RESPONSES)
+    async def healthz(self) -> dict:
+        """Ready when the encoder and the index deployments answer."""
+        await asyncio.wait_for(asyncio.gather(self._model_info(), self._index_info()), timeout=10)
+        return {"status": "ok"}
+
+    @api.get("/v1/models", response_model=ModelsResponse, responses=ERROR_RESPONSES)
+    async def models(self) -> dict:
+        """The served model (name, version, towers) and the indexes (size, kind, the model that built them)."""
+        model, indexes = await asyncio.gather(self._model_info(), self._index_info())
+        out = {name: {**info, "model_matches": _same_model(info.get("model_info") or {}, model)}
+               for name, info in indexes.items()}
+        return {"model": model, "indexes": out, "batching": self.config.batching.model_dump(),
+                "limits": self.limits.model_dump()}
+
+    # -- search -----------------------------------------------------------------------------------------------
+    @api.post("/v1/search/molecules", response_model=SearchMoleculesResponse, responses=ERROR_RESPONSES)
+    async def search_molecules(self, request: SearchMoleculesRequest) -> dict:
+        """Text query -> the k molecules whose MoMu graph embeddings are closest to the text's embedding."""
+        query = check_text(request.query, "query", self.limits)
+        k = check_k(request.k, self.limits)
+        size = await self._require_index("molecules")
+        embedding = await self.encoder.embed_texts.remote([query])
+        hits = (await self.index.search.remote("molecules", embedding, k))[0]
+        model = await self._model_info()
+        svgs = await self._draw([h.get("smiles") for h in hits]) if request.draw else [None] * len(hits)
+        results = [MoleculeHit(rank=h["rank"], id=h["id"], smiles=h.get("smiles") or "", score=h["score"], svg=svg)
+                   for h, svg in zip(hits, svgs)]
+        return {"query": query, "k": k, "results": results, "index_size": size, "model_version": model["version"]}
+
+    @api.post("/v1/search/texts", response_model=SearchTextsResponse, responses=ERROR_RESPONSES)
+    async def search_texts(self, request: SearchTextsRequest) -> dict:
+        """SMILES -> the k descriptions whose MoMu text embeddings are closest to the molecule's embedding."""
+        molecule = check_smiles(request.smiles, "smiles", self.limits)
+        k = check_k(request.k, self.limits)
+        size = await self._require_index("texts")
+        embedding = await self.encoder.embed_graphs.remote([molecule.graph])
+        hits = (await self.index.search.remote("texts", embedding, k))[0]
+        model = await self._model_info()
+        results = [TextHit(rank=h["rank"], id=h["id"], text=_text_of(h), score=h["score"], smiles=h.get("smiles"))
+                   for h in hits]
+        return {"smiles": molecule.canonical_smiles, "k": k, "results": results, "index_size": size,
+                "svg": (await self._draw([molecule.canonical_smiles]))[0] if request.draw else None,
+                "model_version": model["version"]}
+
+    # -- embeddings -----------------------------------------------------------------------------------------------
+    @api.post("/v1/embed", response_model=EmbedResponse, responses=ERROR_RESPONSES)
+    async def embed(self, request: EmbedRequest) -> dict:
+        """SMILES list (graph tower) or text list (text tower) -> L2-normalised embeddings, input order."""
+        if request.smiles is not None:
+            check_items(request.smiles, "smiles", self.limits)
+            graphs = [check_smiles(s, f"smiles[{i}]", self.limits).graph for i, s in enumerate(request.smiles)]
+            vectors, kind = await self.encoder.embed_graphs.remote(graphs), "molecule"
+        else:
+            check_items(request.texts, "texts", self.limits)
+            texts = [check_text(t, f"texts[{i}]", self.limits) for i, t in enumerate(request.texts)]
+            vectors, kind = await self.encoder.embed_texts.remote(texts), "text"
+        model = await self._model_info()
+        return {"kind": kind, "dim": int(vectors.shape[1]), "embeddings": vectors.tolist(),
+                "model_version": model["version"]}
+
+    @api.post("/v1/similarity", response_model=SimilarityResponse, responses=ERROR_RESPONSES)
+    async def similarity(self, request: SimilarityRequest) -> dict:
+        """(SMILES, text) pairs -> cosine similarity of MoMu's graph and text embeddings for each pair."""
+        check_items(request.pairs, "pairs", self.limits)
+        graphs = [check_smiles(p.smiles, f"pairs[{i}].smiles", self.limits).graph for i, p in enumerate(request.pairs)]
+        texts = [check_text(p.text, f"pairs[{i}].text", self.limits) for i, p in enumerate(request.pairs)]
+        g, t = await asyncio.gather(self.encoder.embed_graphs.remote(graphs), self.encoder.embed_texts.remote(texts))
+        model = await self._model_info()
+        return {"scores": np.einsum("ij,ij->i", g, t).astype(float).tolist(), "model_version": model["version"]}
+
+
+# -- the builder --------------------------------------------------------------------------------------------------
+
+def resolve_path(path: Optional[str]) -> Optional[str]:
+    """Relative paths are relative to the repository root; URIs (models:/, s3://, ...) are kept as given."""
+    if path is None or "://" in path or path.startswith("models:/"):
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (REPO_ROOT / p).resolve())
+
+
+DEPLOYMENTS = ("MoMuAPI", "Encoder", "Index")
+
+
+def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> serve.Application:
+    """Bind the deployments. deployment_options: {deployment name: Deployment.options(...) kwargs}, i.e. the
+    `deployments:` entries of a Serve config file (autoscaling_config, ray_actor_options, ...)."""
+    options = dict(deployment_options or {})
+    unknown = sorted(set(options) - set(DEPLOYMENTS))
+    if unknown:
+        raise ValueError(f"deployments: unknown deployment(s) {unknown}; this application has {list(DEPLOYMENTS)}")
+    config = config.model_copy(update={"model": resolve_path(config.model),
+                                       "molecule_index": resolve_path(config.molecule_index),
+                                       "text_index": resolve_path(config.text_index)})
+    batching = config.batching.model_dump()
+    encoder = Encoder.options(**options.get("Encoder", {})).bind(config.model, config.device, config.torch_threads,
+                                                                batching, config.precision)
+    index = Index.options(**options.get("Index", {})).bind(config.molecule_index, config.text_index, batching)
+    return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump())
+
+
+def build_app(args: ServeConfig) -> serve.Application:
+    """Application builder (`import_path: serving.app:app`): the config file's `args:`, validated as ServeConfig,
+    -> the bound application. Serve applies the file's `deployments:` options itself."""
+    if not isinstance(args, ServeConfig):
+        args = ServeConfig.model_validate(args)
+    return compose(args)
+
+
+app = build_app
+
+
+def load_serve_config(path, overrides: Optional[dict] = None) -> tuple[ServeConfig, dict, dict]:
+    """A Serve config file (serving/config.yaml) -> (its application's args as ServeConfig with `overrides`
+    applied, {deployment name: options}, http_options). A plain ServeConfig YAML (just the args) works too."""
+    import yaml
+    from pydantic import ValidationError
+
+    from momu.config import ConfigError, format_validation_error, load_config, set_nested
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    if "applications" not in data:
+        return load_config(ServeConfig, path, overrides), {}, {}
+    apps = [a for a in data.get("applications") or [] if str(a.get("import_path", "")).startswith("serving.app")]
+    if len(apps) != 1:
+        raise ConfigError(f"{path}: expected one application with import_path serving.app:app, found {len(apps)}")
+    application = apps[0]
+    args = dict(application.get("args") or {})
+    for dotted, value in (overrides or {}).items():
+        set_nested(args, dotted.split("."), value)
+    try:
+        config = ServeConfig.model_validate(args)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, f"{path} (applications[].args)")) from None
+    options = {}
+    for entry in application.get("deployments") or []:
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        if name not in DEPLOYMENTS:
+            raise ConfigError(f"{path}: deployments: unknown deployment {name!r}; this application has "
+                              f"{list(DEPLOYMENTS)}")
+        options[name] = entry
+    return config, options, dict(data.get("http_options") or {})

@@ -1,0 +1,218 @@
+"""The model-side deployments of the MoMu Serve application: `Encoder` (graph and text towers) and `Index`
+(the vector indexes with their id/SMILES/description rows).
+
+Both batch dynamically with `@serve.batch`: every item of every concurrent request (one text, one molecule, one
+query vector) joins one queue, and the queue is cut into batches of at most `max_batch_size` items or whatever
+arrived within `batch_wait_timeout_s`. With batching disabled each request is computed on its own, in arrival order.
+
+The model / FAISS call runs on the replica's event loop and blocks it. That is deliberate: requests arriving during
+a batch wait in Ray's queue and all join the next batch. Running the call in a worker thread instead lets the event
+loop compete with it for the GIL (small-batch PyTorch is dispatch-bound and holds it most of the time): requests
+then trickle into the queue one by one, batches stay at ~1-2 items, and throughput fell 2.8x in a measurement here
+(32 concurrent text queries: 67 vs 184 queries/s, mean batch 1.7 vs 15.7).
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from ray import serve
+
+log = logging.getLogger("ray.serve")
+
+
+def model_identity(source: str, model_dir: Path) -> dict:
+    """name / version / weights hash of a served model, named as the embedding job names it (momu embed), so an
+    index's model_info can be compared with the served model: `models:/name/version` URIs keep their name and
+    version; a local directory is "<parent>/<dir>" and versioned by the SHA-256 of its weights."""
+    digest = hashlib.sha256()
+    with open(model_dir / "model.safetensors", "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    sha = digest.hexdigest()
+    if source.startswith("models:/"):
+        name, _, version = source[len("models:/"):].strip("/").rpartition("/")
+        return {"name": name or version, "version": version if name else "latest", "source": source,
+                "weights_sha256": sha}
+    resolved = model_dir.resolve()
+    name = f"{resolved.parent.name}/{resolved.name}" if resolved.parent.name else resolved.name
+    return {"name": name, "version": f"sha256:{sha[:12]}", "source": str(resolved), "weights_sha256": sha}
+
+
+@serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+class Encoder:
+    """MoMu's two towers. `embed_texts` / `embed_graphs` return L2-normalised float32 [n, D] arrays."""
+
+    def __init__(self, model: str, device: str = "auto", torch_threads: Optional[int] = 1,
+                 batching: Optional[dict] = None, precision: str = "fp32"):
+        import torch
+
+        from momu.models.loading import load_momu, resolve_model_dir
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        started = time.perf_counter()
+        model_dir = resolve_model_dir(model)
+        self.model = load_momu(model_dir, map_location=device).eval()
+        self.device = device
+        self.precision = precision
+        self.identity = model_identity(model, Path(model_dir))
+        self.dim = int(self.model.config.proj_dim)
+        self._torch = torch
+        self._batching = dict(batching or {})
+        self._enabled = bool(self._batching.get("enabled", True))
+        size = int(self._batching.get("max_batch_size", 32))
+        wait = float(self._batching.get("batch_wait_timeout_s", 0.002))
+        for handler in (self._text_item, self._graph_item):
+            handler.set_max_batch_size(size)
+            handler.set_batch_wait_timeout_s(wait)
+        self.batch_sizes: list[int] = []  # sizes of the last 1000 model calls
+        self._stats = {"calls": 0, "items": 0, "busy_s": 0.0}
+        log.info("Encoder: %s %s on %s loaded in %.1fs", self.identity["name"], self.identity["version"], device,
+                 time.perf_counter() - started)
+
+    # -- blocking model calls (on the event loop, see the module docstring) ---------------------------------------
+    def _autocast(self):
+        # bf16: AMX / tensor-core matmuls; the embeddings are re-normalised in float32 afterwards.
+        return self._torch.autocast(self.device, dtype=self._torch.bfloat16, enabled=self.precision == "bf16")
+
+    def _finish(self, z) -> np.ndarray:
+        z = z.float()
+        return self._torch.nn.functional.normalize(z, dim=-1).cpu().numpy()
+
+    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        started = time.perf_counter()
+        with self._torch.inference_mode(), self._autocast():
+            tokens = self.model.text_encoder.tokenize(list(texts), self.model.device)
+            out = self._finish(self.model.encode_text(**tokens))
+        self._note(len(texts), started)
+        return out
+
+    def _encode_graphs(self, graphs: Sequence) -> np.ndarray:
+        started = time.perf_counter()
+        with self._torch.inference_mode(), self._autocast():
+            out = self._finish(self.model.embed_graphs(list(graphs), batch_size=max(1, len(graphs))))
+        self._note(len(graphs), started)
+        return out
+
+    def _note(self, n: int, started: float) -> None:
+        self.batch_sizes.append(n)
+        del self.batch_sizes[:-1000]
+        self._stats["calls"] += 1
+        self._stats["items"] += n
+        self._stats["busy_s"] += time.perf_counter() - started
+
+    # -- batched entry points -----------------------------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _text_item(self, texts: list[str]) -> list[np.ndarray]:
+        return list(self._encode_texts(texts))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _graph_item(self, graphs: list) -> list[np.ndarray]:
+        return list(self._encode_graphs(graphs))
+
+    async def embed_texts(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        if self._enabled:
+            return np.stack(await asyncio.gather(*(self._text_item(t) for t in texts)))
+        return self._encode_texts(texts)
+
+    async def embed_graphs(self, graphs: list) -> np.ndarray:
+        """MolGraphs (momu.chem.featurize) -> embeddings. The ingress featurizes and validates the SMILES."""
+        if not graphs:
+            return np.zeros((0, self.dim), np.float32)
+        if self._enabled:
+            return np.stack(await asyncio.gather(*(self._graph_item(g) for g in graphs)))
+        return self._encode_graphs(graphs)
+
+    def info(self) -> dict:
+        config = self.model.config
+        graph = getattr(config, "graph_encoder", "gin")
+        if graph == "gin":
+            graph = f"gin {config.graph.num_layers}x{config.graph.emb_dim}"
+        return {**self.identity, "embedding_dim": self.dim, "graph_encoder": graph,
+                "text_encoder": config.text.name_or_path, "device": self.device, "precision": self.precision}
+
+    def recent_batch_sizes(self) -> list[int]:
+        """Sizes of the last (up to 1000) model calls."""
+        return list(self.batch_sizes)
+
+    def stats(self) -> dict:
+        """Totals since start: model calls, items encoded, seconds spent in model calls."""
+        return dict(self._stats)
+
+
+@serve.deployment(name="Index", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+class Index:
+    """The vector indexes: "molecules" (molecule embeddings + id/SMILES) and "texts" (description embeddings +
+    id/text). `search(name, queries [Q, D], k)` returns, per query, up to k dicts {rank, score, id, ...}."""
+
+    def __init__(self, molecule_index: Optional[str] = None, text_index: Optional[str] = None,
+                 batching: Optional[dict] = None):
+        from momu.index import RetrievalIndex
+
+        try:  # one FAISS/BLAS thread per replica; scale with replicas instead
+            import faiss
+
+            faiss.omp_set_num_threads(1)
+        except ImportError:  # exact indexes need no FAISS
+            pass
+        self.indexes: dict[str, Any] = {}
+        for name, path in (("molecules", molecule_index), ("texts", text_index)):
+            if path:
+                started = time.perf_counter()
+                if (Path(path) / "index.json").is_file():
+                    self.indexes[name] = RetrievalIndex.load(path)
+                else:  # the embedding job's output (Parquet shards): build an index in memory
+                    self.indexes[name] = RetrievalIndex.from_shards(path)
+                log.info("Index %s: %r from %s in %.1fs", name, self.indexes[name], path,
+                         time.perf_counter() - started)
+        batching = dict(batching or {})
+        self._enabled = bool(batching.get("enabled", True))
+        self._search_item.set_max_batch_size(int(batching.get("max_batch_size", 32)))
+        self._search_item.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.002)))
+        self._stats = {"calls": 0, "items": 0, "busy_s": 0.0}
+
+    def _search_many(self, items: list[tuple[str, np.ndarray, int]]) -> list[list[dict]]:
+        """items of (index name, query vector, k) -> hits, grouped into one search per index."""
+        started = time.perf_counter()
+        out: list[Optional[list[dict]]] = [None] * len(items)
+        for name in {it[0] for it in items}:
+            positions = [i for i, it in enumerate(items) if it[0] == name]
+            queries = np.stack([items[i][1] for i in positions])
+            kmax = max(items[i][2] for i in positions)
+            hits = self.indexes[name].search_rows(queries, kmax)
+            for i, h in zip(positions, hits):
+                out[i] = h[: items[i][2]]
+        self._stats["calls"] += 1
+        self._stats["items"] += len(items)
+        self._stats["busy_s"] += time.perf_counter() - started
+        return out  # type: ignore[return-value]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _search_item(self, items: list[tuple[str, np.ndarray, int]]) -> list[list[dict]]:
+        return self._search_many(items)
+
+    async def search(self, name: str, queries: np.ndarray, k: int) -> list[list[dict]]:
+        if name not in self.indexes:
+            raise KeyError(f"no {name!r} index is configured")
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.indexes[name].dim)
+        items = [(name, q, int(k)) for q in queries]
+        if self._enabled:
+            return list(await asyncio.gather(*(self._search_item(it) for it in items)))
+        return self._search_many(items)
+
+    def info(self) -> dict:
+        return {name: {"size": len(ix), "dim": ix.dim, "kind": ix.kind, "model_info": ix.model_info}
+                for name, ix in self.indexes.items()}
+
+    def stats(self) -> dict:
+        """Totals since start: batched searches, queries, seconds spent searching."""
+        return dict(self._stats)

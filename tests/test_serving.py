@@ -1,0 +1,482 @@
+"""The Serve application end to end over HTTP on 127.0.0.1, against a small real index (ChEBI-20 molecules and
+descriptions embedded by the tests' small MoMu). One application for the whole module (slow tests), plus fast
+tests of the pure pieces (input checks, drawings, the body-size / API-key middleware) that need no Ray.
+"""
+
+import asyncio
+import http.client
+import json
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from serving_helpers import build_assets, free_port, get, post, start_app, stop_app
+
+APP = "momu_test"
+API_KEY = "test-key-0123456789"
+KEY = {"x-api-key": API_KEY}
+LIMITS = {"max_k": 20, "max_items": 8, "max_text_chars": 300, "max_smiles_chars": 200, "max_atoms": 60,
+          "max_body_bytes": 4096}
+
+
+# -- fast: pure pieces ---------------------------------------------------------------------------------------------
+
+def test_field_names_and_checks():
+    from momu.config import ServeLimits
+    from serving.validation import InputError, check_items, check_k, check_smiles, check_text, field_name
+
+    assert field_name(("body", "pairs", 2, "text")) == "pairs[2].text"
+    assert field_name(("body", "k")) == "k"
+    assert field_name(("body",)) == ""
+    limits = ServeLimits(**LIMITS)
+    assert check_text("  benzene ring  ", "query", limits) == "benzene ring"
+    cases = [
+        (lambda: check_text("   ", "query", limits), "query", "must not be empty"),
+        (lambda: check_text("x" * 301, "texts[1]", limits), "texts[1]", "limits.max_text_chars"),
+        (lambda: check_k(21, limits), "k", "limits.max_k"),
+        (lambda: check_items([], "smiles", limits), "smiles", "must not be empty"),
+        (lambda: check_items(["C"] * 9, "smiles", limits), "smiles", "limits.max_items"),
+        (lambda: check_smiles("C1CC", "smiles", limits), "smiles", "unparseable"),
+        (lambda: check_smiles("C" * 201, "smiles", limits), "smiles", "limits.max_smiles_chars"),
+        (lambda: check_smiles("C" * 61, "smiles", limits), "smiles", "too_many_atoms"),
+        (lambda: check_smiles("*CC", "smiles", limits), "smiles", "unsupported_element"),
+    ]
+    for fn, field, reason in cases:
+        with pytest.raises(InputError) as err:
+            fn()
+        assert err.value.field == field and reason in err.value.reason, (field, err.value.reason)
+    checked = check_smiles("OCC", "smiles", limits)
+    assert checked.canonical_smiles == "CCO" and checked.graph.num_nodes == 3
+
+
+def test_mol_to_svg_and_cache():
+    from momu.chem.draw import DrawingCache, mol_to_svg
+
+    svg = mol_to_svg("CC(=O)Oc1ccccc1C(=O)O", 200, 150)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "width='200px'" in svg
+    assert "<script" not in svg and "CC(=O)" not in svg
+    assert mol_to_svg("C1CC") is None and mol_to_svg("") is None
+    cache = DrawingCache(max_entries=2)
+    assert cache.get("CCO") == cache.get("CCO") and (cache.hits, cache.misses) == (1, 1)
+    cache.get("CCN"), cache.get("CCC")
+    assert len(cache) == 2
+
+
+def test_encoder_precision_and_batches(small_model, tmp_path):
+    """The encoder's model calls, outside Serve: bf16 autocast stays within ~1e-3 of fp32 in cosine."""
+    from momu.chem.featurize import featurize_smiles
+    from serving.deployments import Encoder
+
+    model_dir = small_model.save_pretrained(tmp_path / "model")
+    cls = Encoder.func_or_class
+    fp32, bf16 = cls(str(model_dir), "cpu", 1, {}), cls(str(model_dir), "cpu", 1, {}, "bf16")
+    texts = ["The molecule is a monocarboxylic acid anion.", "a steroid"]
+    graphs = [featurize_smiles(s) for s in ("CCO", "CC(=O)Oc1ccccc1C(=O)O")]
+    a, b = fp32._encode_texts(texts), bf16._encode_texts(texts)
+    np.testing.assert_allclose(a, small_model.embed_texts(texts).numpy(), atol=1e-5)
+    assert a.dtype == b.dtype == np.float32 and ((a * b).sum(1) > 0.999).all()
+    g, h = fp32._encode_graphs(graphs), bf16._encode_graphs(graphs)
+    np.testing.assert_allclose(np.linalg.norm(h, axis=1), 1.0, atol=1e-5)
+    assert ((g * h).sum(1) > 0.999).all()
+    assert fp32.recent_batch_sizes() == [2, 2] and fp32.info()["precision"] == "fp32"
+
+
+def test_index_deployment_batches_mixed_requests(tmp_path):
+    """The index deployment's batch function, outside Serve: one batch mixing both indexes and different k gives
+    each item exactly its own search; an embedding job's shard directory serves like a saved index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from momu.index import RetrievalIndex
+    from serving.deployments import Index
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"m{i}" for i in range(50)]
+    RetrievalIndex.build(emb, ids, pa.table({"smiles": ["C" * (i + 1) for i in range(50)]})).save(tmp_path / "mol")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    texts = [f"text {i}" for i in range(50)]
+    for part in range(2):  # the embedding job's output: Parquet shards with id, text, embedding
+        rows = slice(25 * part, 25 * (part + 1))
+        pq.write_table(pa.table({"id": ids[rows], "text": texts[rows], "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(emb[rows].ravel()), 8)}), shards / f"part-{part}.parquet")
+    index = Index.func_or_class(str(tmp_path / "mol"), str(shards), {})
+    assert index.info()["molecules"]["size"] == index.info()["texts"]["size"] == 50
+    queries = emb[[3, 7, 11]]
+    items = [("molecules", queries[0], 1), ("texts", queries[1], 5), ("molecules", queries[2], 3)]
+    hits = index._search_many(items)
+    assert [len(h) for h in hits] == [1, 5, 3]
+    assert hits[0][0]["id"] == "m3" and hits[0][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert hits[1][0] == {"rank": 1, "score": pytest.approx(1.0, abs=1e-5), "row": 7, "id": "m7", "text": "text 7"}
+    assert [h["id"] for h in hits[2]] == [r["id"] for r in RetrievalIndex.load(tmp_path / "mol").rows(
+        RetrievalIndex.load(tmp_path / "mol").search(queries[2], 3)[1][0])]
+
+
+def _asgi_call(app, method, path, body=b"", headers=(), chunks=None):
+    """Drive an ASGI app directly: (status, JSON body)."""
+    sent = []
+    pieces = list(chunks) if chunks is not None else [body]
+
+    async def receive():
+        if pieces:
+            piece = pieces.pop(0)
+            return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    hdrs = [(b"content-type", b"application/json")] + [(k.lower().encode(), v.encode()) for k, v in headers]
+    if chunks is None:
+        hdrs.append((b"content-length", str(len(body)).encode()))
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": hdrs, "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80),
+             "client": ("127.0.0.1", 1), "root_path": ""}
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(payload)
+
+
+def test_guard_middleware_api_key_and_body_size():
+    from fastapi import FastAPI
+
+    from serving import errors
+    from serving.schemas import SearchMoleculesRequest
+
+    app = FastAPI()
+    errors.install_error_handlers(app)
+    app.add_middleware(errors.GuardMiddleware)
+
+    @app.post("/v1/echo")
+    async def echo(request: SearchMoleculesRequest):
+        return {"query": request.query}
+
+    @app.get("/healthz")
+    async def health():
+        return {"status": "ok"}
+
+    body = json.dumps({"query": "benzene"}).encode()
+    try:
+        errors.configure(max_body_bytes=1024, api_key="secret")
+        assert _asgi_call(app, "POST", "/v1/echo", body) == (401, {"error": "unauthorized", "detail": [
+            {"field": "x-api-key", "reason": "missing API key (send it in the x-api-key header)"}]})
+        status, payload = _asgi_call(app, "POST", "/v1/echo", body, headers=[("x-api-key", "wrong")])
+        assert status == 401 and payload["detail"][0]["reason"].startswith("wrong API key")
+        ok = _asgi_call(app, "POST", "/v1/echo", body, headers=[("x-api-key", "secret")])
+        assert ok == (200, {"query": "benzene"})
+        assert _asgi_call(app, "GET", "/healthz")[0] == 200  # outside /v1: open
+        big = json.dumps({"query": "x" * 2000}).encode()
+        status, payload = _asgi_call(app, "POST", "/v1/echo", big, headers=[("x-api-key", "secret")])
+        assert status == 413 and payload["error"] == "payload_too_large"
+        assert "limit is 1024" in payload["detail"][0]["reason"]
+        # Without Content-Length the body is counted while it is read ...
+        status, payload = _asgi_call(app, "POST", "/v1/echo", headers=[("x-api-key", "secret")],
+                                     chunks=[big[:800], big[800:1600], big[1600:]])
+        assert status == 413 and "more than 1024" in payload["detail"][0]["reason"]
+        # ... and a small chunked body reaches the route intact.
+        status, payload = _asgi_call(app, "POST", "/v1/echo", headers=[("x-api-key", "secret")],
+                                     chunks=[body[:5], body[5:]])
+        assert (status, payload) == (200, {"query": "benzene"})
+        errors.configure(max_body_bytes=1024, api_key=None)
+        assert _asgi_call(app, "POST", "/v1/echo", body)[0] == 200
+    finally:
+        errors.configure(max_body_bytes=262_144, api_key=None)
+
+
+def test_serve_config_file_and_builder_contract():
+    """serving/config.yaml is a valid Serve config whose args validate as ServeConfig; the import path is the
+    builder Serve calls with those args."""
+    import inspect
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from momu.config import ServeConfig
+    from serving import app as app_module
+    from serving.app import REPO_ROOT, load_serve_config
+
+    path = REPO_ROOT / "serving" / "config.yaml"
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
+    (application,) = schema.applications
+    assert application.import_path == "serving.app:app" and application.route_prefix == "/"
+    config = ServeConfig.model_validate(application.args)
+    assert config.api_key is None and config.batching.enabled
+    assert {d.name for d in application.deployments} == set(app_module.DEPLOYMENTS)
+    for d in application.deployments:
+        assert d.autoscaling_config["min_replicas"] >= 1 and d.ray_actor_options.num_cpus > 0
+    (param,) = inspect.signature(app_module.app).parameters.values()
+    assert param.annotation is ServeConfig  # Serve validates `args` with it
+    loaded, options, http = load_serve_config(path, {"batching.max_batch_size": 8, "limits.max_k": 5})
+    assert loaded.batching.max_batch_size == 8 and loaded.limits.max_k == 5 and http["host"] == "127.0.0.1"
+    assert options["Encoder"]["ray_actor_options"]["num_cpus"] == 1
+    from momu.config import ConfigError
+
+    with pytest.raises(ConfigError, match="limits.max_k"):
+        load_serve_config(path, {"limits.max_k": 0})
+
+
+def test_momu_serve_cli_refuses_bad_config_before_starting(capsys, tmp_path):
+    from momu.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "nothing")]) == 2
+    assert f"model: {tmp_path / 'nothing'} does not exist" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--limits.max_k", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "limits.max_k" in err and "greater than or equal to 1" in err
+    plain = tmp_path / "args.yaml"  # a plain args file works as --config too
+    plain.write_text("model: %s\nmolecule_index: %s\ntext_index: null\n" % (tmp_path, tmp_path / "no_index"))
+    assert main(["serve", "--config", str(plain)]) == 2
+    assert "molecule_index:" in capsys.readouterr().err
+
+
+# -- slow: the application over HTTP ---------------------------------------------------------------------------------
+
+class Served:
+    def __init__(self, url, assets, config, model, actors):
+        from momu.index import RetrievalIndex
+
+        self.url, self.assets, self.config, self.model, self.actors = url, assets, config, model, actors
+        self.molecules = RetrievalIndex.load(assets.molecule_index_dir)
+        self.texts = RetrievalIndex.load(assets.text_index_dir)
+
+
+def _serve_actor_names():
+    import ray
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["name"].startswith("SERVE_REPLICA") and APP in a["name"])
+
+
+@pytest.fixture(scope="module")
+def served(ray_local, small_model, tmp_path_factory):
+    from momu.config import ServeConfig
+
+    assets = build_assets(small_model, tmp_path_factory.mktemp("serving"))
+    config = ServeConfig(model=str(assets.model_dir), molecule_index=str(assets.molecule_index_dir),
+                         text_index=str(assets.text_index_dir), limits=LIMITS, api_key=API_KEY,
+                         batching={"enabled": True, "max_batch_size": 16, "batch_wait_timeout_s": 0.02})
+    url = start_app(config, APP, free_port())
+    try:
+        yield Served(url, assets, config, small_model, _serve_actor_names())
+    finally:
+        stop_app(APP)
+
+
+def _post(served, path, body=None, **kw):
+    return post(served.url + path, body, headers={**KEY, **kw.pop("headers", {})}, **kw)
+
+
+def _assert_same_hits(hits, expected_scores, expected_rows, index, tol=1e-4):
+    """HTTP hits equal the index searched directly: same scores rank by rank, same rows except inside exact or
+    near ties (identical graphs, e.g. isotopologues, embed identically)."""
+    assert len(hits) == len(expected_rows)
+    expected = index.rows(expected_rows)
+    for hit, score, row, rec in zip(hits, expected_scores, expected_rows, expected):
+        assert hit["score"] == pytest.approx(float(score), abs=tol)
+        if hit["id"] != rec["id"]:
+            tied = [r["id"] for r, s in zip(expected, expected_scores) if abs(float(s) - hit["score"]) <= tol]
+            assert hit["id"] in tied, (hit, rec)
+
+
+@pytest.mark.slow
+def test_healthz_and_models(served):
+    import hashlib
+
+    assert get(served.url + "/healthz") == (200, {"status": "ok"})
+    status, info = get(served.url + "/v1/models", headers=KEY)
+    assert status == 200
+    digest = hashlib.sha256((served.assets.model_dir / "model.safetensors").read_bytes()).hexdigest()[:12]
+    assert info["model"]["version"] == f"sha256:{digest}"
+    assert info["model"]["embedding_dim"] == served.model.config.proj_dim == 16
+    assert info["model"]["graph_encoder"] == "gin 2x32" and info["model"]["device"] == "cpu"
+    assert info["indexes"]["molecules"]["size"] == len(served.assets.ids) == len(served.molecules)
+    assert info["indexes"]["texts"]["size"] == len(served.assets.texts) == 120
+    assert info["indexes"]["molecules"]["kind"] == "exact"
+    assert info["indexes"]["molecules"]["model_info"] == {"model_name": "test-model",
+                                                          "model_version": f"sha256:{digest}"}
+    assert info["indexes"]["molecules"]["model_matches"] is True  # built by the served model
+    assert info["indexes"]["texts"]["model_matches"] is None  # its model_info names no version
+    assert info["model"]["name"].endswith("/model") and info["model"]["weights_sha256"].startswith(digest)
+    assert info["limits"]["max_k"] == 20 and info["batching"]["max_batch_size"] == 16
+
+
+@pytest.mark.slow
+def test_search_molecules_exact_neighbours(served):
+    queries = ["The molecule is a monocarboxylic acid anion.", "a steroid hormone", served.assets.texts[7][:200]]
+    for query in queries:
+        status, body = _post(served, "/v1/search/molecules", {"query": query, "k": 10})
+        assert status == 200, body
+        expected_scores, expected_rows = served.molecules.search(served.model.embed_texts([query]).numpy(), 10)
+        _assert_same_hits(body["results"], expected_scores[0], expected_rows[0], served.molecules)
+        assert [h["rank"] for h in body["results"]] == list(range(1, 11))
+        assert body["index_size"] == len(served.molecules) and body["query"] == query
+        assert all(h["svg"] is None for h in body["results"])
+        for hit in body["results"]:  # id and SMILES come from the same index row
+            assert served.assets.smiles[served.assets.ids.index(hit["id"])] == hit["smiles"]
+    status, body = _post(served, "/v1/search/molecules", {"query": "an aromatic amino acid", "k": 3, "draw": True})
+    assert status == 200 and len(body["results"]) == 3
+    for hit in body["results"]:
+        assert hit["svg"].startswith("<svg") and hit["svg"].rstrip().endswith("</svg>")
+
+
+@pytest.mark.slow
+def test_search_texts_exact_neighbours(served):
+    from momu.chem.featurize import featurize_smiles
+
+    text_ids = served.texts.ids.to_pylist()
+    for smiles in ["CC(=O)Oc1ccccc1C(=O)O", served.assets.smiles[3], "OCC"]:
+        status, body = _post(served, "/v1/search/texts", {"smiles": smiles, "k": 5, "draw": True})
+        assert status == 200, body
+        query = served.model.embed_graphs([featurize_smiles(smiles)]).numpy()
+        expected_scores, expected_rows = served.texts.search(query, 5)
+        _assert_same_hits(body["results"], expected_scores[0], expected_rows[0], served.texts)
+        for hit in body["results"]:
+            assert hit["text"] == served.assets.texts[text_ids.index(hit["id"])]
+        assert body["svg"].startswith("<svg")
+    status, body = _post(served, "/v1/search/texts", {"smiles": "OCC"})
+    assert status == 200 and body["smiles"] == "CCO" and body["svg"] is None and len(body["results"]) == 10
+
+
+@pytest.mark.slow
+def test_embed_and_similarity_equal_the_model(served):
+    from momu.chem.featurize import featurize_smiles
+
+    within_limits = [s for s in served.assets.smiles if len(s) <= 200 and featurize_smiles(s, max_atoms=60)]
+    smiles = ["CCO", "c1ccccc1O", within_limits[0]]
+    texts = ["The molecule is an alcohol.", "The molecule is a phenol.", served.assets.texts[0]]
+    status, body = _post(served, "/v1/embed", {"smiles": smiles})
+    assert status == 200 and body["kind"] == "molecule" and body["dim"] == 16
+    g = served.model.embed_graphs([featurize_smiles(s) for s in smiles]).numpy()
+    np.testing.assert_allclose(np.array(body["embeddings"]), g, atol=1e-5)
+    status, body = _post(served, "/v1/embed", {"texts": texts})
+    assert status == 200 and body["kind"] == "text"
+    t = served.model.embed_texts(texts).numpy()
+    np.testing.assert_allclose(np.array(body["embeddings"]), t, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(body["embeddings"], axis=1), 1.0, atol=1e-5)
+    status, body = _post(served, "/v1/similarity", {"pairs": [{"smiles": s, "text": x} for s, x in zip(smiles, texts)]})
+    assert status == 200
+    np.testing.assert_allclose(body["scores"], (g * t).sum(1), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_batching_matches_single_requests(served):
+    from ray import serve
+
+    encoder = serve.get_deployment_handle("Encoder", app_name=APP)
+    queries = [t.split(".")[0][:200] + f" ({i})" for i, t in enumerate(served.assets.texts[:24])]
+    singles = [_post(served, "/v1/search/molecules", {"query": q, "k": 5}) for q in queries]
+    before = len(encoder.recent_batch_sizes.remote().result())
+    with ThreadPoolExecutor(len(queries)) as pool:
+        together = list(pool.map(lambda q: _post(served, "/v1/search/molecules", {"query": q, "k": 5}), queries))
+    sizes = encoder.recent_batch_sizes.remote().result()[before:]
+    assert sum(sizes) == len(queries) and max(sizes) > 1, sizes  # the concurrent requests were batched
+    for (s1, b1), (s2, b2) in zip(singles, together):
+        assert s1 == s2 == 200
+        assert [h["id"] for h in b1["results"]] == [h["id"] for h in b2["results"]]
+        np.testing.assert_allclose([h["score"] for h in b1["results"]], [h["score"] for h in b2["results"]], atol=1e-5)
+    # Graphs too: one request of 8 molecules (one batch) == 8 single-molecule requests.
+    from momu.chem.featurize import featurize_smiles
+
+    smiles = [s for s in served.assets.smiles if len(s) <= 200 and featurize_smiles(s, max_atoms=60)][:8]
+    status, batch = _post(served, "/v1/embed", {"smiles": smiles})
+    assert status == 200
+    one_by_one = [_post(served, "/v1/embed", {"smiles": [s]})[1]["embeddings"][0] for s in smiles]
+    np.testing.assert_allclose(np.array(batch["embeddings"]), np.array(one_by_one), atol=1e-5)
+
+
+BAD_INPUTS = [
+    # (name, path, JSON body or raw bytes, status, field, words in the reason)
+    ("invalid SMILES", "/v1/search/texts", {"smiles": "C1CC"}, 422, "smiles", "unparseable"),
+    ("invalid SMILES in a list", "/v1/embed", {"smiles": ["CCO", "not a smiles"]}, 422, "smiles[1]", "invalid SMILES"),
+    ("invalid SMILES in a pair", "/v1/similarity", {"pairs": [{"smiles": "C(", "text": "x"}]}, 422,
+     "pairs[0].smiles", "unparseable"),
+    ("dummy atom", "/v1/search/texts", {"smiles": "*CC"}, 422, "smiles", "unsupported_element"),
+    ("too many atoms", "/v1/search/texts", {"smiles": "C" * 61}, 422, "smiles", "limits.max_atoms"),
+    ("over-long SMILES", "/v1/embed", {"smiles": ["C" * 201]}, 422, "smiles[0]", "limits.max_smiles_chars"),
+    ("empty query", "/v1/search/molecules", {"query": ""}, 422, "query", "must not be empty"),
+    ("blank query", "/v1/search/molecules", {"query": "   \n "}, 422, "query", "must not be empty"),
+    ("over-long query", "/v1/search/molecules", {"query": "acid " * 61}, 422, "query", "limits.max_text_chars"),
+    ("empty text in a list", "/v1/embed", {"texts": ["an acid", ""]}, 422, "texts[1]", "must not be empty"),
+    ("over-long text in a pair", "/v1/similarity", {"pairs": [{"smiles": "C", "text": "y" * 301}]}, 422,
+     "pairs[0].text", "limits.max_text_chars"),
+    ("k zero", "/v1/search/molecules", {"query": "acid", "k": 0}, 422, "k", "greater than or equal to 1"),
+    ("k over max_k", "/v1/search/texts", {"smiles": "CCO", "k": 21}, 422, "k", "limits.max_k"),
+    ("k not a number", "/v1/search/molecules", {"query": "acid", "k": "ten"}, 422, "k", "valid integer"),
+    ("k as a string", "/v1/search/molecules", {"query": "acid", "k": "10"}, 422, "k", "valid integer"),
+    ("draw not a boolean", "/v1/search/molecules", {"query": "acid", "draw": "yes"}, 422, "draw", "valid boolean"),
+    ("too many SMILES", "/v1/embed", {"smiles": ["C"] * 9}, 422, "smiles", "limits.max_items"),
+    ("too many pairs", "/v1/similarity", {"pairs": [{"smiles": "C", "text": "x"}] * 9}, 422, "pairs",
+     "limits.max_items"),
+    ("empty list", "/v1/embed", {"texts": []}, 422, "texts", "must not be empty"),
+    ("both smiles and texts", "/v1/embed", {"smiles": ["C"], "texts": ["x"]}, 422, "", "exactly one"),
+    ("neither smiles nor texts", "/v1/embed", {}, 422, "", "exactly one"),
+    ("missing field", "/v1/search/molecules", {"k": 3}, 422, "query", "Field required"),
+    ("unknown field", "/v1/search/molecules", {"query": "acid", "top_k": 3}, 422, "top_k", "Extra inputs"),
+    ("wrong type", "/v1/search/texts", {"smiles": 42}, 422, "smiles", "valid string"),
+    ("body not an object", "/v1/embed", b"[1, 2]", 422, "", "valid dictionary"),
+    ("malformed JSON", "/v1/search/molecules", b'{"query": "acid", "k": }', 400, "", "not valid JSON"),
+    ("truncated JSON", "/v1/embed", b'{"smiles": ["CCO"', 400, "", "not valid JSON"),
+    ("no body", "/v1/similarity", b"", 422, "", "body is required"),
+    ("oversized body", "/v1/search/molecules", json.dumps({"query": "a" * 5000}).encode(), 413, "",
+     "limits.max_body_bytes"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,path,body,status,field,reason", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_a_4xx_naming_the_field(served, name, path, body, status, field, reason):
+    raw = body if isinstance(body, bytes) else None
+    got, payload = _post(served, path, None if raw is not None else body, raw=raw)
+    assert got == status, payload
+    assert isinstance(payload, dict) and payload["error"] in ("invalid_request", "malformed_json", "payload_too_large")
+    fields = [d["field"] for d in payload["detail"]]
+    assert field in fields, payload
+    assert any(reason in d["reason"] for d in payload["detail"] if d["field"] == field), payload
+
+
+@pytest.mark.slow
+def test_oversized_chunked_body_and_api_key(served):
+    # A body sent without Content-Length is counted as it arrives.
+    parsed = urlparse(served.url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    conn.putrequest("POST", "/v1/embed")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.putheader("x-api-key", API_KEY)
+    conn.endheaders()
+    payload = json.dumps({"texts": ["a" * 1000] * 6}).encode()
+    for i in range(0, len(payload), 1000):
+        piece = payload[i:i + 1000]
+        conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 413 and "limits.max_body_bytes" in body["detail"][0]["reason"]
+    # The API key guards /v1 only; the page and the health check stay open.
+    status, body = post(served.url + "/v1/search/molecules", {"query": "acid"})
+    assert status == 401 and body["detail"][0]["field"] == "x-api-key"
+    status, body = post(served.url + "/v1/search/molecules", {"query": "acid"}, headers={"x-api-key": "nope"})
+    assert status == 401 and "wrong API key" in body["detail"][0]["reason"]
+    assert get(served.url + "/healthz")[0] == 200
+    status, page = get(served.url + "/")
+    assert status == 200 and "<form id=\"text-form\"" in page
+    status, body = get(served.url + "/v1/nothing-here", headers=KEY)
+    assert status == 404 and body["error"] == "not_found"
+    status, body = get(served.url + "/openapi.json")
+    assert status == 200 and {"/v1/search/molecules", "/v1/search/texts", "/v1/embed", "/v1/similarity",
+                              "/healthz", "/v1/models"} <= set(body["paths"])
+    assert get(served.url + "/docs")[0] == 200
+
+
+@pytest.mark.slow
+def test_no_replica_crashed_after_bad_input(served):
+    """After every bad-input class the same replicas still serve (none died and was replaced)."""
+    assert _serve_actor_names() == served.actors and len(served.actors) == 3
+    status, body = _post(served, "/v1/search/molecules", {"query": "an acid", "k": 2})
+    assert status == 200 and len(body["results"]) == 2
