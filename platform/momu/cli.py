@@ -40,6 +40,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel]) 
                            help=text.replace("%", "%%"))
 
 
+def add_job_arguments(parser: argparse.ArgumentParser, cls: type[BaseModel], func: Callable) -> None:
+    """The flags every config-driven job shares: its config fields, --no-mlflow and --quiet."""
+    add_config_arguments(parser, cls)
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=func)
+
+
 def config_from_args(cls: type[BaseModel], args: argparse.Namespace):
     import yaml
 
@@ -131,10 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="MoMu contrastive training in one process: read pairs, featurize, train the graph "
                                    "tower (+ the text tower with --text_mode finetune) with MoMu's four InfoNCE losses, "
                                    "report held-out in-batch retrieval accuracy, save the model, log to MLflow.")
-    add_config_arguments(p, TrainConfig)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_train_local)
+    add_job_arguments(p, TrainConfig, _cmd_train_local)
 
     p = sub.add_parser("pretrain", help="distributed contrastive pretraining on Ray (Ray Data + Ray Train + MLflow)",
                        description="MoMu pretraining on a Ray cluster (local by default; inside `ray job submit` it "
@@ -200,10 +205,7 @@ def _add_retrieval_commands(sub, groups) -> None:
                "--model momu=models:/momu-chebi20-cpu/1 --model baseline=runs/fp/model")
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
                    help="a model to evaluate (saved dir or models:/ URI); repeatable; added to the config's models")
-    add_config_arguments(p, RetrievalEvalConfig)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_evaluate_retrieval)
+    add_job_arguments(p, RetrievalEvalConfig, _cmd_evaluate_retrieval)
 
     p = groups["finetune"].add_parser(
         "retrieval", help="retrieval finetuning on Ray Train (VSE++ hinge, warm-up, best-validation checkpoint)",
@@ -303,10 +305,7 @@ def _add_embedding_commands(sub, groups) -> None:
                     "model's name/version with it, and reports approximate recall@k against exact search.",
         epilog="example: momu index build --shards runs/embeddings/moleculenet --output runs/index/moleculenet "
                "--kind ivf_pq --params.nprobe 64")
-    add_config_arguments(p, IndexBuildConfig)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_index_build)
+    add_job_arguments(p, IndexBuildConfig, _cmd_index_build)
 
     p = groups["index"].add_parser(
         "search", help='search an index by text: momu index search "text query" --k 10',
@@ -422,10 +421,7 @@ def _add_property_commands(sub, groups) -> None:
         epilog="examples: momu finetune property --config configs/finetune_property_bbbp.yaml\n"
                "          momu finetune property --data.path my_assay.csv --data.task_columns '[active]' "
                "--model.init models:/momu/1")
-    add_config_arguments(p, PropertyFinetuneConfig)
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_finetune_property)
+    add_job_arguments(p, PropertyFinetuneConfig, _cmd_finetune_property)
 
     p = groups["finetune"].add_parser(
         "property-sweep", help="seeds x datasets x inits of property finetuning as parallel Ray Tune trials + table",

@@ -298,49 +298,42 @@ def _ray_blocks(table, batch_size: int) -> list:
     return [table.slice(s, batch_size) for s in range(0, max(1, table.num_rows), batch_size)]
 
 
-def ray_text_features(model_dir: str, texts: Sequence[str], cfg: RetrievalEvalConfig) -> torch.Tensor:
-    import pyarrow as pa
+def _ray_embed_rows(table, udf, output_column: str, model_dir: str, cfg: RetrievalEvalConfig) -> torch.Tensor:
+    """Run `udf` model actors over `table` (with a `row` column) and scatter `output_column` back into row order."""
     import ray.data
 
-    order = _length_order(texts)
-    table = pa.table({"row": pa.array(order, pa.int64()), "text": pa.array([texts[i] for i in order], pa.string())})
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ds = ray.data.from_arrow(_ray_blocks(table, cfg.embed_batch_size)).map_batches(
-        RayTextFeatures, fn_constructor_kwargs={"model_dir": model_dir, "num_threads": cfg.num_threads},
+        udf, fn_constructor_kwargs={"model_dir": model_dir, "num_threads": cfg.num_threads},
         batch_size=cfg.embed_batch_size, batch_format="pyarrow", concurrency=cfg.ray_actors,
         num_gpus=1 if torch.cuda.is_available() else 0)
     out = None
     for batch in ds.iter_batches(batch_size=4096, batch_format="pyarrow"):
         rows = batch.column("row").to_numpy()
-        feats = np.stack(batch.column("features").to_numpy(zero_copy_only=False))
+        values = np.stack(batch.column(output_column).to_numpy(zero_copy_only=False))
         if out is None:
-            out = torch.zeros(len(texts), feats.shape[1])
-        out[rows] = torch.from_numpy(feats.astype(np.float32))
+            out = torch.zeros(table.num_rows, values.shape[1])
+        out[rows] = torch.from_numpy(values.astype(np.float32))
     return out
+
+
+def ray_text_features(model_dir: str, texts: Sequence[str], cfg: RetrievalEvalConfig) -> torch.Tensor:
+    import pyarrow as pa
+
+    order = _length_order(texts)
+    table = pa.table({"row": pa.array(order, pa.int64()), "text": pa.array([texts[i] for i in order], pa.string())})
+    return _ray_embed_rows(table, RayTextFeatures, "features", model_dir, cfg)
 
 
 def ray_graph_embeddings(model_dir: str, graphs: Sequence, smiles: Sequence[Optional[str]],
                          cfg: RetrievalEvalConfig) -> torch.Tensor:
     import pyarrow as pa
-    import ray.data
 
     from momu.chem.columns import graphs_to_table
 
     table = graphs_to_table(graphs).append_column("smiles", pa.array(list(smiles), pa.string())) \
         .append_column("row", pa.array(np.arange(len(graphs)), pa.int64()))
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.from_arrow(_ray_blocks(table, cfg.embed_batch_size)).map_batches(
-        RayGraphEmbeddings, fn_constructor_kwargs={"model_dir": model_dir, "num_threads": cfg.num_threads},
-        batch_size=cfg.embed_batch_size, batch_format="pyarrow", concurrency=cfg.ray_actors,
-        num_gpus=1 if torch.cuda.is_available() else 0)
-    out = None
-    for batch in ds.iter_batches(batch_size=4096, batch_format="pyarrow"):
-        rows = batch.column("row").to_numpy()
-        emb = np.stack(batch.column("embedding").to_numpy(zero_copy_only=False))
-        if out is None:
-            out = torch.zeros(len(graphs), emb.shape[1])
-        out[rows] = torch.from_numpy(emb.astype(np.float32))
-    return out
+    return _ray_embed_rows(table, RayGraphEmbeddings, "embedding", model_dir, cfg)
 
 
 # -- evaluation -------------------------------------------------------------------------------------------------
