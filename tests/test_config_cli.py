@@ -72,3 +72,22 @@ def test_cli_convert_corpus(tmp_path, capsys):
     assert main(["convert-corpus", str(SAMPLE / "momu_corpus"), str(out)]) == 0
     assert "6 ok" in capsys.readouterr().out
     assert read_records_parquet(out).table.num_rows == 6
+
+
+def test_training_summary_names_selection_only_when_configured(capsys, tmp_path):
+    from momu.cli import print_training_result
+    from momu.config import PretrainConfig, RetrievalFinetuneConfig
+    from momu.train.ray_train import PretrainResult
+
+    metrics = {"step": 12, "epoch": 3, "train_loss": 0.5, "val_acc_g2t": 0.25, "val_acc_t2g": 0.5,
+               "val_chance": 0.02, "samples_per_s_overall": 99.0, "data_wait_fraction": 0.031,
+               "best_val_acc_mean": 0.4, "best_step": 8}
+    result = PretrainResult("r", str(tmp_path / "ckpt"), tmp_path / "model", metrics, {})
+    print_training_result(result, PretrainConfig(select_best=None))
+    plain = capsys.readouterr().out
+    assert "run r: 12 steps, epoch 3, train loss 0.500" in plain
+    assert "\nvalidation 1-of-64 in-batch accuracy: graph->text 0.250, text->graph 0.500" in plain
+    assert "selected:" not in plain and "data wait 3.1%" in plain and "MLflow" not in plain
+    print_training_result(result, RetrievalFinetuneConfig(init_from=str(tmp_path)))
+    tuned = capsys.readouterr().out
+    assert "last validation 1-of-64" in tuned and "selected: step 8 with held-out acc_mean 0.400" in tuned

@@ -86,17 +86,17 @@ def _cmd_train_local(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from momu.train.ray_train import run_pretrain
-
-    config = config_from_args(PretrainConfig, args)
-    result = run_pretrain(config, output_dir=args.output_dir, log_to_mlflow=not args.no_mlflow)
+def print_training_result(result, config) -> None:
+    """The closing summary of a Ray Train job (pretraining or retrieval finetuning)."""
     m = result.metrics
     print(f"\nrun {result.run_name}: {m.get('step', 0)} steps, epoch {m.get('epoch')}, "
           f"train loss {m.get('train_loss', float('nan')):.3f}")
     if "val_acc_g2t" in m:
-        print(f"validation 1-of-{config.eval_batch_size} in-batch accuracy: graph->text {m['val_acc_g2t']:.3f}, "
-              f"text->graph {m['val_acc_t2g']:.3f} (chance {m['val_chance']:.3f})")
+        print(f"{'last ' if config.select_best else ''}validation 1-of-{config.eval_batch_size} in-batch accuracy: "
+              f"graph->text {m['val_acc_g2t']:.3f}, text->graph {m['val_acc_t2g']:.3f} (chance {m['val_chance']:.3f})")
+    key = f"best_val_{config.select_best}"
+    if config.select_best and key in m:
+        print(f"selected: step {m['best_step']} with held-out {config.select_best} {m[key]:.3f}")
     print(f"throughput {m.get('samples_per_s_overall', 0):.1f} samples/s, data wait "
           f"{100 * m.get('data_wait_fraction', 0):.1f}% of step time")
     print(f"checkpoint: {result.checkpoint_path}\nmodel:      {result.model_dir}")
@@ -106,6 +106,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         uri = resolve_tracking_uri(config.mlflow_tracking_uri)
         print(f"MLflow run: {result.mlflow_run_id} in {uri}" + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
         print(f"browse:     mlflow ui --backend-store-uri {uri}")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from momu.train.ray_train import run_pretrain
+
+    config = config_from_args(PretrainConfig, args)
+    print_training_result(run_pretrain(config, output_dir=args.output_dir, log_to_mlflow=not args.no_mlflow), config)
     return 0
 
 
@@ -258,22 +265,7 @@ def _cmd_finetune_retrieval(args: argparse.Namespace) -> int:
     from momu.train.ray_train import run_pretrain
 
     config = config_from_args(RetrievalFinetuneConfig, args)
-    result = run_pretrain(config, output_dir=args.output_dir, log_to_mlflow=not args.no_mlflow)
-    m = result.metrics
-    print(f"\nrun {result.run_name}: {m.get('step', 0)} steps, epoch {m.get('epoch')}, "
-          f"train loss {m.get('train_loss', float('nan')):.3f}")
-    if "val_acc_g2t" in m:
-        print(f"last validation 1-of-{config.eval_batch_size} in-batch accuracy: graph->text {m['val_acc_g2t']:.3f}, "
-              f"text->graph {m['val_acc_t2g']:.3f} (chance {m['val_chance']:.3f})")
-    key = f"best_val_{config.select_best}"
-    if config.select_best and key in m:
-        print(f"selected: step {m['best_step']} with held-out {config.select_best} {m[key]:.3f}")
-    print(f"model:      {result.model_dir}")
-    if result.mlflow_run_id:
-        from momu.tracking import resolve_tracking_uri
-
-        print(f"MLflow run: {result.mlflow_run_id} in {resolve_tracking_uri(config.mlflow_tracking_uri)}"
-              + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
+    print_training_result(run_pretrain(config, output_dir=args.output_dir, log_to_mlflow=not args.no_mlflow), config)
     return 0
 
 
