@@ -226,7 +226,7 @@ def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_
         (ray.data.from_arrow(to_blocks(table, 64))
          .map_batches(EncodeTextFeatures, fn_constructor_kwargs={"text_config": text_config.model_dump(mode="json"),
                                                                  "num_threads": max(1, int(num_cpus))},
-                      batch_size=64, batch_format="pyarrow", concurrency=concurrency, num_cpus=num_cpus,
+                      batch_size=64, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus,
                       num_gpus=num_gpus)
          .write_parquet(str(tmp)))
         (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows}))
@@ -273,7 +273,7 @@ def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str
                             batch_format="pyarrow", batch_size=256)
         if config.objective != "graphcl" and text_mode != "locked":
             ds = ds.map_batches(TokenizeTexts, fn_constructor_kwargs={"text_config": config.model.text.model_dump(mode="json")},
-                                batch_format="pyarrow", batch_size=256, concurrency=1)
+                                batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1))
         ds = ds.materialize()
         reasons = Counter(r[REJECT] for r in ds.filter(expr=f"{REJECT} != ''").select_columns([REJECT]).take_all())
         keep = [c for c in ds.columns() if c not in ("texts", "smiles", REJECT)]
