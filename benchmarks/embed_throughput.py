@@ -244,8 +244,9 @@ def main() -> None:
         (lib / path.name).write_bytes(path.read_bytes())
     import ray
 
-    ray.init(address="local", num_cpus=args.cores, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+    from momu.train.ray_train import start_local_ray
+
+    start_local_ray(args.cores, log_to_driver=False, configure_logging=False)
     from momu.config import EmbedConfig
     from momu.embed.job import format_summary, run_embedding
 

@@ -31,9 +31,9 @@ def main() -> None:
     import ray
 
     from momu.config import PretrainConfig, ScalingSection
-    from momu.train.ray_train import run_pretrain
+    from momu.train.ray_train import run_pretrain, start_local_ray
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    start_local_ray(os.cpu_count(), log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="momu-negatives-"))
     results = {}
     for gather in (False, True):

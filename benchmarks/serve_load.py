@@ -286,10 +286,10 @@ def main() -> None:
     from ray import serve
 
     from momu.config import ServeConfig
+    from momu.train.ray_train import start_local_ray
     from serving.app import compose
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+    start_local_ray(os.cpu_count(), log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port}, proxy_location="HeadOnly",
                 logging_config={"enable_access_log": False, "log_level": "WARNING"})
     cpus = os.cpu_count() or 2

@@ -52,7 +52,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
+        from momu.train.ray_train import start_local_ray
+
+        start_local_ray(2, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

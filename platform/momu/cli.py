@@ -564,8 +564,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         # Loopback only; the workers must import `serving` from this checkout whatever the current directory.
         path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
+        from momu.train.ray_train import start_local_ray
+
+        start_local_ray(args.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port,
                                   "request_timeout_s": http.get("request_timeout_s")},
