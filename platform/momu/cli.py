@@ -423,11 +423,8 @@ def _add_property_commands(sub, groups) -> None:
                     "summary.md, summary.csv and trials.csv to output_dir and to the parent run.",
         epilog="examples: momu finetune property-sweep --config configs/property_sweep_tiny.yaml\n"
                "          momu finetune property-sweep --config configs/property_sweep_cpu.yaml --seeds '[0, 1, 2]'")
-    add_config_arguments(p, PropertySweepConfig)
+    add_job_arguments(p, PropertySweepConfig, _cmd_property_sweep)
     p.add_argument("--caption", default="", help="text appended to the table's caption (e.g. the protocol used)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cmd_property_sweep)
 
     p = groups["predict"].add_parser(
         "property", help="per-task probabilities for a molecule file from a finetuned property model",
