@@ -226,8 +226,8 @@ def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_
         (ray.data.from_arrow(to_blocks(table, 64))
          .map_batches(EncodeTextFeatures, fn_constructor_kwargs={"text_config": text_config.model_dump(mode="json"),
                                                                  "num_threads": max(1, int(num_cpus))},
-                      batch_size=64, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=num_cpus,
-                      num_gpus=num_gpus)
+                      batch_size=64, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
+                      num_cpus=num_cpus, num_gpus=num_gpus)
          .write_parquet(str(tmp)))
         (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows}))
         shutil.rmtree(final, ignore_errors=True)

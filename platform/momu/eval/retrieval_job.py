@@ -305,8 +305,8 @@ def _ray_embed_rows(table, udf, output_column: str, model_dir: str, cfg: Retriev
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ds = ray.data.from_arrow(_ray_blocks(table, cfg.embed_batch_size)).map_batches(
         udf, fn_constructor_kwargs={"model_dir": model_dir, "num_threads": cfg.num_threads},
-        batch_size=cfg.embed_batch_size, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=cfg.ray_actors),
-        num_gpus=1 if torch.cuda.is_available() else 0)
+        batch_size=cfg.embed_batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.ray_actors), num_gpus=1 if torch.cuda.is_available() else 0)
     out = None
     for batch in ds.iter_batches(batch_size=4096, batch_format="pyarrow"):
         rows = batch.column("row").to_numpy()
