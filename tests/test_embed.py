@@ -116,6 +116,22 @@ def test_output_refuses_other_settings_and_foreign_dirs(tmp_path):
         EmbedOutput(tmp_path / "foreign").open({}, {})
 
 
+def test_stop_after_parts_records_exactly_that_many_when_one_batch_finishes_more(tmp_path):
+    """On a small input one writer batch can finish every part; a staged run must still stop at N."""
+    from momu.embed.job import _consume
+    from momu.embed.stages import SUMMARY_SCHEMA
+
+    units = [f"lib.csv-x/p{i:06d}" for i in range(5)]
+    batch = pa.table({"unit": units, "part_rows": [4] * 5, "rows": [4] * 5, "embedded": [4] * 5,
+                      "rejected": [0] * 5, "reasons": ["{}"] * 5, "shard": [u.replace("/", "-") for u in units],
+                      "rejects": [""] * 5}, schema=SUMMARY_SCHEMA)
+    out = EmbedOutput(tmp_path)
+    counters = {"parts_done": 0, "rows": 0, "stopped": False, "first_at": None, "first_rows": 0, "last_at": None}
+    _consume(iter([batch]), {}, out, 2, counters)
+    assert counters["stopped"] and counters["parts_done"] == 2
+    assert sorted(out.completed_parts()) == units[:2]
+
+
 # -- Ray Data pipeline --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -180,7 +196,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_output(ray_local, lib
     first = run_embedding(embed_config([root], model_dir, out, stop_after_parts=2), log_to_mlflow=False)
     assert not first.complete and not (out / "DONE.json").exists()
     done_before = len(EmbedOutput(out).completed_parts())
-    assert done_before >= 2
+    assert done_before == 2  # exactly the parts asked for, however the stream batched them
     # What a killed run leaves behind: a torn last manifest line, a temporary file, a shard of an unfinished part.
     with open(out / "parts.jsonl", "a") as handle:
         handle.write('{"unit": "lib.csv-x/p000009", "rows": 4, "emb')

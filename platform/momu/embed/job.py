@@ -256,9 +256,12 @@ def _consume(batches, pending: dict, out: EmbedOutput, stop_after_parts: Optiona
                 record["completed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 out.append_part(record)
                 counters["parts_done"] += 1
-        if stop_after_parts and counters["parts_done"] >= stop_after_parts:
-            counters["stopped"] = True
-            return
+                # Checked per part, not per batch: one batch can finish many parts (or all of them, on a small
+                # input), and a staged run must record exactly this many. Files of parts finished later in the
+                # batch are not in parts.jsonl; the next run removes them as orphans and redoes those parts.
+                if stop_after_parts and counters["parts_done"] >= stop_after_parts:
+                    counters["stopped"] = True
+                    return
 
 
 def _summarise(config: EmbedConfig, model: dict, manifest: dict, out: EmbedOutput, completed: dict, attempt: dict,
