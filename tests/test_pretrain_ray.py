@@ -70,22 +70,34 @@ def test_two_workers_train_log_and_register(ray_local, tmp_path, text_cache):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def _checkpoint_at_step(run_dir: Path, step: int) -> Path:
+    from momu.train.ray_train import CHECKPOINT_FILE
+
+    for directory in sorted(run_dir.glob("checkpoint_*")):
+        saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        if saved["state"]["step"] == step:
+            return directory
+    raise AssertionError(f"no checkpoint at step {step} under {run_dir}")
+
+
 def test_resume_reproduces_uninterrupted_run(ray_local, tmp_path, text_cache):
-    full = run_pretrain(config(tmp_path, text_cache, max_steps=8, run_name="full"), log_to_mlflow=False,
-                        progress=False)
-    half = run_pretrain(config(tmp_path, text_cache, max_steps=4, run_name="half"), log_to_mlflow=False,
-                        progress=False)
-    assert half.metrics["step"] == 4
-    resumed = run_pretrain(config(tmp_path, text_cache, max_steps=8, run_name="resumed", resume=half.checkpoint_path),
+    cfg = config(tmp_path, text_cache, max_steps=8, run_name="full", checkpoints_to_keep=3)  # keeps step 4
+    full = run_pretrain(cfg, log_to_mlflow=False, progress=False)
+    # What a run stopped after step 4 leaves behind: its step-4 checkpoint (same config, so the same schedule).
+    at_4 = _checkpoint_at_step(Path(cfg.storage_path) / "full", 4)
+    resumed = run_pretrain(config(tmp_path, text_cache, max_steps=8, run_name="resumed", resume=str(at_4)),
                            log_to_mlflow=False, progress=False)
     assert resumed.metrics["restored_from_step"] == 4 and resumed.metrics["step"] == 8
     a, b = gin_weights(full.model_dir), gin_weights(resumed.model_dir)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-5)
-    # and the half-way model really is different, so the comparison above can fail
-    assert not torch.allclose(gin_weights(half.model_dir)["graph_encoder.gin.x_embedding1.weight"],
-                              a["graph_encoder.gin.x_embedding1.weight"])
+    # and the step-4 weights really are different, so the comparison above can fail
+    from momu.train.ray_train import CHECKPOINT_FILE
+
+    key = "graph_encoder.gin.x_embedding1.weight"
+    half = torch.load(at_4 / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["model"]
+    assert not torch.allclose(half[key], a[key])
 
 
 def _train_worker_pids() -> list[int]:
