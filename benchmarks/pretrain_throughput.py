@@ -52,9 +52,7 @@ def plain_ddp_worker(rank: int, world: int, port: int, cache_dir: str, config_js
         forward = torch.nn.parallel.DistributedDataParallel(module)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
-    collate = ContrastiveCollator(seed=cfg.seed, rank=rank, objective=cfg.objective, text_mode="locked",
-                                  bond_feature=cfg.model.graph.bond_feature, augment1=cfg.augment1,
-                                  augment2=cfg.augment2, drop_ratio=cfg.drop_ratio, subgraph_ratio=cfg.subgraph_ratio)
+    collate = ContrastiveCollator.for_config(cfg, rank, "locked")
     order = np.random.default_rng(cfg.seed).permutation(table.num_rows)
     per_step = cfg.batch_size * world
     warmup = 3

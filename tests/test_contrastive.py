@@ -140,3 +140,15 @@ def test_prefetched_batches_keep_order_skip_and_errors():
     assert next(endless) == (0, 0)
     endless.close()  # stops the producer instead of hanging
     assert not endless._thread.is_alive()
+
+
+def test_collator_for_config_takes_the_run_settings():
+    from momu.config import MoMuConfig, PretrainConfig
+
+    cfg = PretrainConfig(data_paths=["x"], seed=7, augment1="subgraph", augment2="none", drop_ratio=0.2)
+    made = ContrastiveCollator.for_config(cfg, rank=1, text_mode="locked", pad_token_id=3)
+    assert (made.seed, made.rank, made.objective, made.text_mode, made.pad_token_id) == (7, 1, "momu", "locked", 3)
+    assert (made.augment1, made.augment2, made.ratios["drop_nodes"]) == ("subgraph", "none", 0.2)
+    assert made.fingerprint_bits is None
+    fp = PretrainConfig(data_paths=["x"], model=MoMuConfig(graph_encoder="fingerprint"))
+    assert ContrastiveCollator.for_config(fp, 0, "locked").fingerprint_bits == fp.model.fingerprint.n_bits

@@ -100,6 +100,14 @@ class ContrastiveCollator:
         self.pad_token_id = pad_token_id
         self.fingerprint_bits = fingerprint_bits
 
+    @classmethod
+    def for_config(cls, cfg, rank: int, text_mode: str, pad_token_id: int = 0) -> "ContrastiveCollator":
+        """The collator a PretrainConfig's run uses on `rank` (augmentations, objective, bond feature)."""
+        return cls(seed=cfg.seed, rank=rank, objective=cfg.objective, text_mode=text_mode,
+                   bond_feature=cfg.model.graph.bond_feature, augment1=cfg.augment1, augment2=cfg.augment2,
+                   drop_ratio=cfg.drop_ratio, subgraph_ratio=cfg.subgraph_ratio, pad_token_id=pad_token_id,
+                   fingerprint_bits=cfg.model.fingerprint.n_bits if cfg.model.graph_encoder == "fingerprint" else None)
+
     def rng(self, epoch: int, batch_index: int) -> np.random.Generator:
         # epoch -1 is validation's fixed views; SeedSequence entropy must be non-negative.
         return np.random.default_rng([self.seed, epoch + 1, self.rank, batch_index])

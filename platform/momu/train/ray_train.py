@@ -156,12 +156,8 @@ def train_func(loop_config: dict) -> None:
             best.update(saved["best"], model=saved.get("best_model"))
     device = ray.train.torch.get_device()
     ddp = ray.train.torch.prepare_model(module)  # to device; DistributedDataParallel when world > 1
-    collator = ContrastiveCollator(
-        seed=cfg.seed, rank=rank, objective=cfg.objective, text_mode=text_mode,
-        bond_feature=cfg.model.graph.bond_feature, augment1=cfg.augment1, augment2=cfg.augment2,
-        drop_ratio=cfg.drop_ratio, subgraph_ratio=cfg.subgraph_ratio,
-        pad_token_id=int(model.text_encoder.tokenizer.pad_token_id or 0),
-        fingerprint_bits=cfg.model.fingerprint.n_bits if cfg.model.graph_encoder == "fingerprint" else None)
+    collator = ContrastiveCollator.for_config(cfg, rank, text_mode,
+                                              pad_token_id=int(model.text_encoder.tokenizer.pad_token_id or 0))
     shard = ray.train.get_dataset_shard(f"train_{rank}")
     logger = MetricsLogger(loop_config.get("mlflow_run_id"), loop_config.get("mlflow_tracking_uri")) if rank == 0 \
         else None
