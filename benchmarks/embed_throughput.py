@@ -255,7 +255,7 @@ def main() -> None:
         (lib / path.name).write_bytes(path.read_bytes())
     import ray
 
-    from momu.train.ray_train import start_local_ray
+    from momu.ray_session import start_local_ray
 
     start_local_ray(args.cores, log_to_driver=False, configure_logging=False)
     from momu.config import EmbedConfig

@@ -106,7 +106,8 @@ def main() -> None:
     import ray
 
     from momu.config import PretrainConfig, ScalingSection
-    from momu.train.ray_train import run_pretrain, start_local_ray
+    from momu.ray_session import start_local_ray
+    from momu.train.ray_train import run_pretrain
 
     start_local_ray(os.cpu_count(), log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="momu-bench-"))

@@ -286,7 +286,7 @@ def main() -> None:
     from ray import serve
 
     from momu.config import ServeConfig
-    from momu.train.ray_train import start_local_ray
+    from momu.ray_session import start_local_ray
     from serving.app import compose
 
     start_local_ray(os.cpu_count(), log_to_driver=False)

@@ -52,7 +52,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        from momu.train.ray_train import start_local_ray
+        from momu.ray_session import start_local_ray
 
         start_local_ray(2, log_to_driver=False, configure_logging=False)
     yield ray

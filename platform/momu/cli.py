@@ -561,7 +561,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         # Loopback only; the workers must import `serving` from this checkout whatever the current directory.
         path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        from momu.train.ray_train import start_local_ray
+        from momu.ray_session import start_local_ray
 
         start_local_ray(args.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
     try:

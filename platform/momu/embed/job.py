@@ -135,7 +135,7 @@ def _run_pipeline(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutpu
     import ray
     import ray.data
 
-    from momu.train.ray_train import init_ray_if_needed
+    from momu.ray_session import init_ray_if_needed
 
     init_ray_if_needed()
     ctx = ray.data.DataContext.get_current()

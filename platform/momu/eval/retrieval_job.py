@@ -427,7 +427,7 @@ def run_retrieval_eval(cfg: RetrievalEvalConfig, progress: bool = True, log_to_m
     to_embed = n + len(paragraphs) + len(sentences) + (len(pool.smiles) if pool else 0)
     use_ray = to_embed > cfg.ray_threshold
     if use_ray:
-        from momu.train.ray_train import init_ray_if_needed
+        from momu.ray_session import init_ray_if_needed
 
         init_ray_if_needed()
     if progress:

@@ -338,7 +338,7 @@ def run_property_sweep(cfg: PropertySweepConfig, progress: bool = True, log_to_m
     import ray
     from ray import tune
 
-    from momu.train.ray_train import init_ray_if_needed
+    from momu.ray_session import init_ray_if_needed
 
     started = time.perf_counter()
     cfg = resolve_sweep_paths(cfg)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from momu.config import PretrainConfig
+from momu.ray_session import init_ray_if_needed
 
 CHECKPOINT_FILE = "train_state.pt"
 
@@ -390,33 +390,6 @@ class PretrainResult:
     data_summary: dict
     mlflow_run_id: Optional[str] = None
     model_uri: Optional[str] = None
-
-
-def start_local_ray(num_cpus: Optional[int] = None, **kwargs) -> None:
-    """Start a fresh local Ray on loopback (address "local": never silently joining some `ray start` cluster
-    on this machine), without the dashboard.
-
-    Ray keeps at most as many idle worker processes as the node has CPUs and kills the others after about a
-    second. On a small machine whose CPUs are all held by model actors or train workers, every short task
-    (a file reader, a shard writer) then starts a new Python process and re-imports torch/RDKit: on 2 cores
-    this cost `momu embed` a third of its throughput. A local node therefore keeps a few more idle workers."""
-    import ray
-
-    cpus = num_cpus or os.cpu_count() or 1
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _system_config={"num_workers_soft_limit": max(8, 2 * cpus)}, **kwargs)
-
-
-def init_ray_if_needed() -> None:
-    """Join the cluster a `ray job submit` runs in (RAY_ADDRESS), else start a local one on loopback."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        start_local_ray()
 
 
 def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_mlflow: bool = True,
