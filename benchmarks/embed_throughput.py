@@ -118,7 +118,7 @@ class ProcessTreeMonitor:
                 except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
                     pass
             self.peak = max(self.peak, total)
-            self.own_cpu_seconds = time.thread_time()  # this sampler's CPU, reported and left out of the totals
+            self.own_cpu_seconds = time.thread_time()  # this sampler's CPU, left out of the totals
             self._stop.wait(1.0)
 
     def cpu_by_process(self) -> dict[str, float]:

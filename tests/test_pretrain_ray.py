@@ -70,13 +70,14 @@ def test_two_workers_train_log_and_register(ray_local, tmp_path, text_cache):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def _checkpoint_at_step(run_dir: Path, step: int) -> Path:
+def _checkpoint_at_step(run_dir: Path, step: int) -> tuple[Path, dict]:
+    """(directory, saved train state) of the run's checkpoint taken at `step`."""
     from momu.train.ray_train import CHECKPOINT_FILE
 
     for directory in sorted(run_dir.glob("checkpoint_*")):
         saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         if saved["state"]["step"] == step:
-            return directory
+            return directory, saved
     raise AssertionError(f"no checkpoint at step {step} under {run_dir}")
 
 
@@ -84,7 +85,7 @@ def test_resume_reproduces_uninterrupted_run(ray_local, tmp_path, text_cache):
     cfg = config(tmp_path, text_cache, max_steps=8, run_name="full", checkpoints_to_keep=3)  # keeps step 4
     full = run_pretrain(cfg, log_to_mlflow=False, progress=False)
     # What a run stopped after step 4 leaves behind: its step-4 checkpoint (same config, so the same schedule).
-    at_4 = _checkpoint_at_step(Path(cfg.storage_path) / "full", 4)
+    at_4, saved_at_4 = _checkpoint_at_step(Path(cfg.storage_path) / "full", 4)
     resumed = run_pretrain(config(tmp_path, text_cache, max_steps=8, run_name="resumed", resume=str(at_4)),
                            log_to_mlflow=False, progress=False)
     assert resumed.metrics["restored_from_step"] == 4 and resumed.metrics["step"] == 8
@@ -93,11 +94,8 @@ def test_resume_reproduces_uninterrupted_run(ray_local, tmp_path, text_cache):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], rel=1e-5)
     # and the step-4 weights really are different, so the comparison above can fail
-    from momu.train.ray_train import CHECKPOINT_FILE
-
     key = "graph_encoder.gin.x_embedding1.weight"
-    half = torch.load(at_4 / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["model"]
-    assert not torch.allclose(half[key], a[key])
+    assert not torch.allclose(saved_at_4["model"][key], a[key])
 
 
 def _train_worker_pids() -> list[int]:
