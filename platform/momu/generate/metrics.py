@@ -22,20 +22,25 @@ One deliberate difference from MolT5's scripts: there, an empty output string co
 into a molecule with no atoms) and scores 0 on every fingerprint; here it is invalid. MolT5's released
 prediction files contain no empty output, so their scores are unchanged.
 
-Golden values (MolT5-base caption2smiles on the ChEBI-20 test split, RDKit 2026.09, nltk 3.10): BLEU 0.783,
+Golden values (MolT5-base caption2smiles on the ChEBI-20 test split, RDKit 2026.09.1, nltk 3.10): BLEU 0.783,
 exact 0.0818, Levenshtein 24.85, MACCS 0.788, RDK 0.660, Morgan 0.602, validity 0.786 (tests/
-test_generation_metrics.py). Residual differences from other recomputations: RDK similarity moves in the third
-decimal across RDKit releases (0.660-0.662: path enumeration and ring/aromaticity perception changed between
-versions); Levenshtein's 24.8-25.2 spread comes from how the file is read (MolT5 uses ``csv`` with
-``QUOTE_NONE``, as :mod:`momu.generate.predictions` does; a quote-aware reader such as pandas' default can
-merge or strip characters of rows holding a ``"``) and from whether invalid rows are kept (they are, as in
-MolT5); validity 0.786 vs 0.787 from whether InChI failures are also counted as invalid.
+test_generation_metrics.py), equal to MolT5's scripts run on the same RDKit. Residual differences from other
+recomputations (BLEU 0.78, exact 0.082, Levenshtein 24.8-25.2, MACCS 0.788, RDK 0.660-0.662, Morgan 0.602,
+validity 0.786-0.787):
+- Levenshtein 25.19 is what one gets when the references carry ChEBI-20's doubled backslashes (``\\\\`` in
+  ChEBI-20's own files) instead of the prediction file's single ones (measured: 24.846 -> 25.188). The
+  quote handling of the reader does not matter for these files (csv QUOTE_NONE, quote-aware csv and pandas all
+  give 24.846), nor does it come from dropping invalid rows (that gives 17.04).
+- RDK 0.662 and validity 0.787 (2,597 instead of 2,595 valid outputs) are not reproduced on this RDKit; they
+  most likely come from an older RDKit release (path-fingerprint bit assignment and the SMILES parser's
+  valence/ring checks changed between releases). Not verified: only one RDKit is installed here.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from typing import Optional, Sequence
 
 import numpy as np
@@ -55,6 +60,18 @@ def _check_pairs(references: Sequence[str], predictions: Sequence[str]) -> None:
         for i, value in enumerate(values):
             if not isinstance(value, str):
                 raise ValueError(f"{name} {i} is {type(value).__name__}, expected a SMILES string")
+
+
+@contextmanager
+def _rdkit_quiet():
+    """Invalid generations are expected: one RDKit log line each would flood the output."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        yield
+    finally:
+        RDLogger.EnableLog("rdApp.*")
 
 
 def _parse(smiles: str):
@@ -79,12 +96,11 @@ def molecule_metrics(references: Sequence[str], predictions: Sequence[str]) -> d
     """MolT5's string and fingerprint metrics for paired (ground truth, prediction) SMILES (see module doc)."""
     from Levenshtein import distance as levenshtein
     from nltk.translate.bleu_score import corpus_bleu
-    from rdkit import DataStructs, RDLogger
+    from rdkit import DataStructs
     from rdkit.Chem import MACCSkeys, RDKFingerprint, rdFingerprintGenerator
 
     _check_pairs(references, predictions)
-    RDLogger.DisableLog("rdApp.*")  # invalid generations are expected; one log line each would flood the output
-    try:
+    with _rdkit_quiet():
         morgan = rdFingerprintGenerator.GetMorganGenerator(radius=2)
         n_valid = n_exact = 0
         maccs, rdk, morgan_sims = [], [], []
@@ -103,8 +119,6 @@ def molecule_metrics(references: Sequence[str], predictions: Sequence[str]) -> d
             rdk.append(DataStructs.TanimotoSimilarity(RDKFingerprint(gt_mol), RDKFingerprint(out_mol)))
             morgan_sims.append(DataStructs.TanimotoSimilarity(morgan.GetSparseCountFingerprint(gt_mol),
                                                               morgan.GetSparseCountFingerprint(out_mol)))
-    finally:
-        RDLogger.EnableLog("rdApp.*")
 
     n = len(references)
     bleu = corpus_bleu([[list(gt)] for gt in references], [list(out) for out in predictions])
@@ -130,7 +144,8 @@ def _canonical(smiles: Sequence[str]) -> list[str]:
     """Canonical RDKit SMILES of the ones that parse (as fcd.canonical_smiles, without its process pool)."""
     from rdkit import Chem
 
-    return [Chem.MolToSmiles(mol) for mol in map(_parse, smiles) if mol is not None]
+    with _rdkit_quiet():
+        return [Chem.MolToSmiles(mol) for mol in map(_parse, smiles) if mol is not None]
 
 
 def _chemnet_activations(model, smiles: list[str], pad_len: int, batch_size: int, device: str) -> np.ndarray:
@@ -165,6 +180,12 @@ def fcd_common_pad(references: Sequence[str], predictions: Sequence[str], *, bat
     length, ``max(350, longest SMILES over both sets + 1)``, which equals fcd's default whenever all SMILES are
     shorter than 350 characters. Uses the fcd package (ChemNet weights, SmilesDataset, Frechet distance)
     unmodified. Returns fcd, fcd_policy, fcd_pad_len and the two set sizes.
+
+    Measured on MolT5-base caption2smiles (fcd 1.2.2): stock ``get_fcd`` (pads 1123 vs 543) 8.14; common-pad
+    (1123), all 3,300 references vs the 2,595 valid outputs, 1.263 (this function); common-pad with the
+    references paired down to the rows whose output is valid 0.873, so the ~1.26 figure uses the unpaired sets.
+    Cost: ChemNet at pad ~1100 takes ~46 ms CPU per molecule (~5 CPU-minutes for 3,300 + 2,600 molecules on
+    CPU); a GPU makes it seconds.
     """
     import torch
     from fcd import calculate_frechet_distance, load_ref_model
