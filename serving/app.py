@@ -26,7 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from momu.chem.draw import DrawingCache
-from momu.config import ServeConfig
+from momu.serve.config import ServeConfig
 from serving import errors
 from serving.deployments import Encoder, Index
 from serving.schemas import (

@@ -13,7 +13,6 @@ then trickle into the queue one by one, batches stay at ~1-2 items, and throughp
 """
 
 import asyncio
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -29,11 +28,9 @@ def model_identity(source: str, model_dir: Path) -> dict:
     """name / version / weights hash of a served model, named as the embedding job names it (momu embed), so an
     index's model_info can be compared with the served model: `models:/name/version` URIs keep their name and
     version; a local directory is "<parent>/<dir>" and versioned by the SHA-256 of its weights."""
-    digest = hashlib.sha256()
-    with open(model_dir / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    sha = digest.hexdigest()
+    from momu.models.loading import weights_sha256
+
+    sha = weights_sha256(model_dir)
     if source.startswith("models:/"):
         name, _, version = source[len("models:/"):].strip("/").rpartition("/")
         return {"name": name or version, "version": version if name else "latest", "source": source,

@@ -9,7 +9,7 @@ from momu.chem.columns import GRAPH_SCHEMA, graphs_to_columns
 from momu.chem.featurize import featurize_smiles
 from momu.data.pipeline import EncodeTextFeatures, TokenizeTexts, featurize_records
 from momu.data.records import build_records
-from momu.train.contrastive import (ContrastiveCollator, ContrastiveModule, choose_two_paragraphs,
+from momu.pretrain.contrastive import (ContrastiveCollator, ContrastiveModule, choose_two_paragraphs,
                                     contrastive_objective)
 
 from conftest import SAMPLE
@@ -114,7 +114,7 @@ def test_graphcl_objective_uses_graph_views_only(prepared, small_model_config):
 
 
 def test_prefetched_batches_keep_order_skip_and_errors():
-    from momu.train.contrastive import PrefetchedBatches
+    from momu.pretrain.contrastive import PrefetchedBatches
 
     seen = []
 
@@ -143,7 +143,8 @@ def test_prefetched_batches_keep_order_skip_and_errors():
 
 
 def test_collator_for_config_takes_the_run_settings():
-    from momu.config import MoMuConfig, PretrainConfig
+    from momu.config import MoMuConfig
+    from momu.pretrain.config import PretrainConfig
 
     cfg = PretrainConfig(data_paths=["x"], seed=7, augment1="subgraph", augment2="none", drop_ratio=0.2)
     made = ContrastiveCollator.for_config(cfg, rank=1, text_mode="locked", pad_token_id=3)

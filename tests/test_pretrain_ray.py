@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from momu.config import GINConfig, MoMuConfig, PretrainConfig, ScalingSection
-from momu.train.ray_train import run_pretrain
+from momu.config import GINConfig, MoMuConfig, ScalingSection
+from momu.pretrain.config import PretrainConfig
+from momu.pretrain.ray_train import run_pretrain
 
 from conftest import SAMPLE
 
@@ -72,7 +73,7 @@ def test_two_workers_train_log_and_register(ray_local, tmp_path, text_cache):
 
 def _checkpoint_at_step(run_dir: Path, step: int) -> tuple[Path, dict]:
     """(directory, saved train state) of the run's checkpoint taken at `step`."""
-    from momu.train.ray_train import CHECKPOINT_FILE
+    from momu.pretrain.ray_train import CHECKPOINT_FILE
 
     for directory in sorted(run_dir.glob("checkpoint_*")):
         saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
@@ -154,7 +155,7 @@ def test_graphcl_stage_then_graph_init(ray_local, tmp_path, text_cache):
     assert graphcl.metrics["step"] == 6
     assert graphcl.metrics["val_acc_g2t"] > graphcl.metrics["val_chance"]  # views of one molecule find each other
     from momu.models.momu import build_model
-    from momu.train.ray_train import load_graph_init
+    from momu.pretrain.ray_train import load_graph_init
 
     cfg = config(tmp_path, text_cache)
     model = build_model(cfg.model)
@@ -169,8 +170,9 @@ def test_graphcl_stage_then_graph_init(ray_local, tmp_path, text_cache):
 
 def test_missing_graph_init_fails_before_training(ray_local, tmp_path):
     """A bad graph_init is reported by the driver at once, not retried max_failures times inside workers."""
-    from momu.config import load_config, PretrainConfig
-    from momu.train.ray_train import run_pretrain
+    from momu.config import load_config
+    from momu.pretrain.config import PretrainConfig
+    from momu.pretrain.ray_train import run_pretrain
 
     cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
                       {"graph_init": str(tmp_path / "no-such-model"), "storage_path": str(tmp_path)})
@@ -181,8 +183,8 @@ def test_missing_graph_init_fails_before_training(ray_local, tmp_path):
 def test_graphcl_libraries_with_row_number_ids_are_all_read(tmp_path):
     """Two libraries whose ids are row numbers must not drop each other's molecules as duplicates;
     the same SMILES in both files is kept once."""
-    from momu.config import PretrainConfig
-    from momu.data.pipeline import read_inputs
+    from momu.pretrain.config import PretrainConfig
+    from momu.pretrain.data import read_inputs
 
     (tmp_path / "a.csv").write_text("smiles,label\nCCO,1\nc1ccccc1,0\nCCN,1\n")
     (tmp_path / "b.csv").write_text("smiles,label\nCCCl,0\nCCO,1\n")

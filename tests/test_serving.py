@@ -24,7 +24,7 @@ LIMITS = {"max_k": 20, "max_items": 8, "max_text_chars": 300, "max_smiles_chars"
 # -- fast: pure pieces ---------------------------------------------------------------------------------------------
 
 def test_field_names_and_checks():
-    from momu.config import ServeLimits
+    from momu.serve.config import ServeLimits
     from serving.validation import InputError, check_items, check_k, check_smiles, check_text, field_name
 
     assert field_name(("body", "pairs", 2, "text")) == "pairs[2].text"
@@ -196,7 +196,7 @@ def test_serve_config_file_and_builder_contract():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
     from serving import app as app_module
     from serving.app import REPO_ROOT, load_serve_config
 
@@ -254,7 +254,7 @@ def _serve_actor_names():
 
 @pytest.fixture(scope="module")
 def served(ray_local, small_model, tmp_path_factory):
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
 
     assets = build_assets(small_model, tmp_path_factory.mktemp("serving"))
     config = ServeConfig(model=str(assets.model_dir), molecule_index=str(assets.molecule_index_dir),

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from momu.config import GINConfig, MoMuConfig, TrainConfig
+from momu.config import GINConfig, MoMuConfig
+from momu.pretrain.config import TrainConfig
 from momu.data.pairs import PairDataset, heldout_mask, load_pair_dataset
-from momu.eval.retrieval import inbatch_accuracy
+from momu.retrieval.metrics import inbatch_accuracy
 from momu.models.momu import MoMu
-from momu.train.local import ContrastiveTrainer, TextFeatureCache, sample_text_views, train_local
+from momu.pretrain.local import ContrastiveTrainer, TextFeatureCache, sample_text_views, train_local
 
 from conftest import SAMPLE
 

@@ -36,7 +36,7 @@ def _browser_or_skip():
 
 @pytest.fixture(scope="module")
 def site(ray_local, small_model, tmp_path_factory):
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
 
     browser = _browser_or_skip()
     try:

@@ -25,10 +25,11 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from momu.config import EmbedConfig
+from momu.embed.config import EmbedConfig
 from momu.embed.output import REJECTS_FILE, EmbedOutput
 from momu.embed.sources import check_columns, expand_inputs, file_fingerprint, file_key
-from momu.embed.stages import (EmbedRows, featurize_rows, read_parts, weights_sha256, write_rows)
+from momu.embed.stages import EmbedRows, featurize_rows, read_parts, write_rows
+from momu.models.loading import weights_sha256
 
 
 BLOCK_BYTES = 1 << 18

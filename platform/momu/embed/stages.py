@@ -14,7 +14,6 @@ driver can tell when every row of a part has been written, whatever batching Ray
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 from momu.chem.columns import GRAPH_COLUMNS, GRAPH_SCHEMA, graphs_to_columns
 from momu.chem.featurize import MolGraph, Rejection, featurize_mol, parse_smiles
 from momu.embed.sources import iter_parts
+from momu.models.loading import weights_sha256
 
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
@@ -134,14 +134,6 @@ def _featurize_one(smiles, max_atoms: int):
 
 
 # -- model ----------------------------------------------------------------------------------------------------
-
-def weights_sha256(model_dir: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 class EmbedRows:
     """Model stage: one MoMu per actor (GPU when the actor has one). molecules: graph columns -> encode_graph;

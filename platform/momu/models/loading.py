@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from momu.models.momu import CONFIG_FILE, MoMu
@@ -31,3 +32,12 @@ def resolve_model_dir(source: str | Path) -> Path:
 
 def load_momu(source: str | Path, map_location: str = "cpu") -> MoMu:
     return MoMu.from_pretrained(resolve_model_dir(source), map_location=map_location)
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """SHA-256 of a saved model's weights file: what says two embeddings came from the same model."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,7 +6,7 @@ pool + linear head, masked multi-task BCE (or MSE on standardised targets for re
 collated with `graphs_to_pyg_batch`. Every epoch the validation metric is computed; the reported test metric is the
 one at the best-validation epoch (ROC-AUC averaged over the tasks that have both classes; RMSE for regression).
 
-Pure torch/RDKit/numpy: no Ray (the sweep's Ray Tune wiring lives in `momu.train.property_sweep`).
+Pure torch/RDKit/numpy: no Ray (the sweep's Ray Tune wiring lives in `momu.property.sweep`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 from momu.chem.columns import GRAPH_COLUMNS, flat_column, graphs_to_columns
 from momu.chem.featurize import MolGraph, featurize_many, graphs_to_pyg_batch
 from momu.chem.scaffold import Split, make_split
-from momu.config import PropertyDataSection, PropertyFinetuneConfig
-from momu.eval.property_metrics import (
+from momu.property.config import PropertyDataSection, PropertyFinetuneConfig
+from momu.property.metrics import (
     TaskScores,
     masked_bce_with_logits,
     masked_mse,
     multitask_rmse,
     multitask_roc_auc,
 )
-from momu.models.property import PropertyModel, build_property_model, save_property_model
+from momu.property.model import PropertyModel, build_property_model, save_property_model
 
 CACHE_FORMAT_VERSION = 1
 MAX_REJECT_EXAMPLES = 20
@@ -618,7 +618,7 @@ def predict_file(model_source: str, input_path: str, output: str, smiles_column:
     import csv
 
     from momu.data.readers import read_molecule_library
-    from momu.models.property import load_property_model
+    from momu.property.model import load_property_model
 
     out_path = Path(output)
     name = out_path.name.lower()

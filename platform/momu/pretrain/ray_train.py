@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from momu.config import PretrainConfig
+from momu.pretrain.config import PretrainConfig
 from momu.ray_session import init_ray_if_needed
 
 CHECKPOINT_FILE = "train_state.pt"
@@ -114,7 +114,7 @@ def train_func(loop_config: dict) -> None:
     import ray.train.torch
 
     from momu.models.momu import build_model
-    from momu.train.contrastive import (ContrastiveCollator, ContrastiveModule, PrefetchedBatches,
+    from momu.pretrain.contrastive import (ContrastiveCollator, ContrastiveModule, PrefetchedBatches,
                                         contrastive_objective)
 
     import ray.data
@@ -288,7 +288,7 @@ def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, devic
     """Validation graphs (no augmentation) and their first paragraph, in file order."""
     import ray.train
 
-    from momu.train.contrastive import _list_of_lists, graph_batch_from_columns
+    from momu.pretrain.contrastive import _list_of_lists, graph_batch_from_columns
 
     module.eval()
     graphs, texts, tables = [], [], []
@@ -325,7 +325,7 @@ def _validate(module, cfg: PretrainConfig, text_mode: str, collator, device) -> 
 
 
 def _inbatch_metrics(a: torch.Tensor, b: torch.Tensor, cfg: PretrainConfig) -> dict:
-    from momu.eval.retrieval import inbatch_accuracy
+    from momu.retrieval.metrics import inbatch_accuracy
     from momu.losses import info_nce
 
     bs = cfg.eval_batch_size
@@ -408,7 +408,7 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
         cfg = cfg.model_copy(update={"graph_init": str(resolve_model_dir(cfg.graph_init).resolve())})
     if cfg.init_from:
         cfg, init_dir = resolve_init_from(cfg, text_mode, progress)
-    from momu.data.pipeline import build_pretrain_data
+    from momu.pretrain.data import build_pretrain_data
 
     data = build_pretrain_data(cfg, n, text_mode)
     if progress:

@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 
 from momu.chem.augment import augment_pyg_batch
 from momu.chem.featurize import graphs_to_pyg_batch
-from momu.config import TrainConfig
+from momu.pretrain.config import TrainConfig
 from momu.data.pairs import PairDataset, heldout_mask, load_pair_dataset
-from momu.eval.retrieval import inbatch_accuracy
+from momu.retrieval.metrics import inbatch_accuracy
 from momu.losses import info_nce
 from momu.models.momu import MoMu, build_model
-from momu.train.contrastive import ContrastiveInputs, ContrastiveModule, contrastive_objective
+from momu.pretrain.contrastive import ContrastiveInputs, ContrastiveModule, contrastive_objective
 
 
 class TextFeatureCache:
