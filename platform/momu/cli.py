@@ -97,13 +97,14 @@ def _task_registrars():
     from momu.data import cli as data_cli
     from momu.embed import cli as embed_cli
     from momu.index import cli as index_cli
+    from momu.models import cli as models_cli
     from momu.pretrain import cli as pretrain_cli
     from momu.property import cli as property_cli
     from momu.retrieval import cli as retrieval_cli
     from momu.serve import cli as serve_cli
 
     return [pretrain_cli.register, data_cli.register, retrieval_cli.register, embed_cli.register,
-            index_cli.register, property_cli.register, serve_cli.register]
+            index_cli.register, property_cli.register, serve_cli.register, models_cli.register]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

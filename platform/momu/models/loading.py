@@ -24,9 +24,13 @@ def resolve_model_dir(source: str | Path) -> Path:
             if (candidate / CONFIG_FILE).is_file() and (candidate / "model.safetensors").is_file():
                 return candidate
         raise FileNotFoundError(f"{text} downloaded to {local} but holds no saved MoMu model")
-    path = Path(text)
+    from momu.models.published import published_names, resolve_published
+
+    path = resolve_published(text)
     if not path.exists():
-        raise FileNotFoundError(f"model not found: {path}")
+        shipped = ", ".join(published_names()) or "none"
+        raise FileNotFoundError(f"model not found: {path} (not a directory, models:/ URI or shipped checkpoint; "
+                                f"shipped: {shipped})")
     return path
 
 
