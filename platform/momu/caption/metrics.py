@@ -63,13 +63,11 @@ def load_tokenizer(vocab_file: Optional[str] = None):
 
     path = resolve_vocab(vocab_file)
     n_entries = sum(1 for _ in path.open(encoding="utf-8"))
-    # from_pretrained(folder) loads a vocab.txt on transformers 4 and 5 alike (v5 ignores vocab_file=...).
+    # from_pretrained(folder) loads a vocab.txt on transformers 4 and 5 alike (v5 ignores vocab_file=...). The
+    # folder holds only that file, so no tokenizer.json or config lying beside the vocab can take over.
     with tempfile.TemporaryDirectory() as tmp:
-        folder = path.parent
-        if path.name != "vocab.txt":
-            folder = Path(tmp)
-            shutil.copyfile(path, folder / "vocab.txt")
-        tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+        shutil.copyfile(path, Path(tmp) / "vocab.txt")
+        tokenizer = BertTokenizerFast.from_pretrained(tmp, do_lower_case=True)
     if len(tokenizer.get_vocab()) != n_entries:
         raise ValueError(f"vocab_file: {path} has {n_entries} entries but the tokenizer loaded "
                          f"{len(tokenizer.get_vocab())}")
