@@ -58,7 +58,7 @@ def config_from_args(cls: type[BaseModel], args: argparse.Namespace):
 
 # Two-word jobs: `momu evaluate retrieval`, `momu finetune property`, `momu index build`, ...
 JOB_GROUPS = {
-    "evaluate": "evaluate a model (retrieval, ...)",
+    "evaluate": "evaluate a model or a predictions file (retrieval, caption)",
     "finetune": "finetune a pretrained model on a downstream task (retrieval, property)",
     "predict": "predict with a finetuned model (property)",
     "index": "build and search a vector index over embedding shards",
@@ -89,11 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     groups = JobGroups(sub)
     for register in _task_registrars():
         register(sub, groups)
+    _add_verbose_flag(parser)
     return parser
+
+
+def _add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    """Every job takes --verbose: Ray's own logging and progress output instead of one progress line."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        if not any("--verbose" in a.option_strings for a in parser._actions):
+            parser.add_argument("--verbose", action="store_true",
+                                help="Ray's own logging and progress bars (default: one progress line, warnings "
+                                     "and the summary)")
+        return
+    for action in subparsers:
+        for child in set(action.choices.values()):
+            _add_verbose_flag(child)
 
 
 def _task_registrars():
     """Each package contributes its own subcommands (`register(sub, groups)`), in --help order."""
+    from momu.caption import cli as caption_cli
     from momu.data import cli as data_cli
     from momu.embed import cli as embed_cli
     from momu.index import cli as index_cli
@@ -104,12 +120,16 @@ def _task_registrars():
     from momu.serve import cli as serve_cli
 
     return [pretrain_cli.register, data_cli.register, retrieval_cli.register, embed_cli.register,
-            index_cli.register, property_cli.register, serve_cli.register, models_cli.register]
+            index_cli.register, property_cli.register, serve_cli.register, models_cli.register,
+            caption_cli.register]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from momu.job_output import configure_job_output
+
+    configure_job_output(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except ConfigError as err:

@@ -3,6 +3,7 @@ Imports only Ray, so callers that need no torch (serving, the CLI) stay light.""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -29,6 +30,9 @@ def init_ray_if_needed() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
+        from momu.job_output import install_noise_filter_on_ray_handlers
+
         ray.init()
+        install_noise_filter_on_ray_handlers()
     else:
         start_local_ray()

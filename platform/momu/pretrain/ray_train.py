@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from momu.pretrain.config import PretrainConfig
+from momu.job_output import ProgressLine
 from momu.ray_session import init_ray_if_needed
 
 CHECKPOINT_FILE = "train_state.pt"
@@ -164,6 +165,8 @@ def train_func(loop_config: dict) -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     max_steps = cfg.max_steps or 10 ** 12
     total_steps = planned_steps(cfg, int(loop_config.get("train_rows_per_worker") or cfg.batch_size))
+    # One line every 15 s from rank 0 (forwarded to the driver's log), instead of Ray's per-iteration output.
+    progress = ProgressLine(f"{cfg.objective} step", min(total_steps, max_steps)) if rank == 0 else None
     timing = {"data": 0.0, "compute": 0.0, "samples": 0}
 
     def save_and_report(metrics: dict) -> None:
@@ -250,6 +253,9 @@ def train_func(loop_config: dict) -> None:
                             "samples_per_s": inputs.batch_size * world / max(t2 - t0, 1e-9)}, state["step"])
                 if state["step"] % cfg.log_every == 0:
                     logger.flush()
+            if progress:
+                progress.update(state["step"], epoch=epoch, loss=last_loss,
+                                samples_per_s=round(inputs.batch_size * world / max(t2 - t0, 1e-9), 1))
             if state["step"] % cfg.checkpoint_every == 0:
                 save_and_report({"train_loss": last_loss, **_throughput(timing)})
             if state["step"] >= max_steps:
