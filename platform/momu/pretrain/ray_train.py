@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from momu.pretrain.config import PretrainConfig
-from momu.job_output import ProgressLine
+from momu.job_output import ProgressLine, configure_job_output, verbose
 from momu.ray_session import init_ray_if_needed
 
 CHECKPOINT_FILE = "train_state.pt"
@@ -124,6 +124,7 @@ def train_func(loop_config: dict) -> None:
     text_mode = loop_config["text_mode"]
     # Workers iterate materialized splits; per-iteration progress bars would only flood the job log.
     ray.data.DataContext.get_current().enable_progress_bars = False
+    configure_job_output(verbose())  # this worker's Ray loggers, as the driver's (MOMU_VERBOSE is inherited)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
@@ -427,6 +428,10 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
 
     mlflow_ctx, run_id, tracking_uri = _start_mlflow(cfg, run_name, data.summary, text_mode) if log_to_mlflow \
         else (_nullcontext(), None, None)
+    # The workers inherit this context: their iteration over the materialized splits shows no progress bars.
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = verbose()
     with mlflow_ctx:
         trainer = TorchTrainer(
             train_func,
