@@ -63,7 +63,8 @@ def configure_job_output(is_verbose: bool = False) -> None:
     progress = logging.getLogger("ray.data._internal.progress.logging_progress")
     progress.addFilter(_RayDataProgressOneLine())
     logging.getLogger("ray.data._internal.progress").addFilter(_DropNoise())
-    logging.getLogger("ray._common.authentication").addFilter(_DropNoise())
+    # Says a local, loopback-only cluster uses a token: true, and nothing for the user to do.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
 def install_noise_filter_on_ray_handlers() -> None:
