@@ -184,7 +184,7 @@ def test_predict_property_finishes_with_files_ok_and_failed(damaged, tmp_path):
 
 # -- PubChem formats and header-less tables --------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["CID-SMILES", "CID-SMILES.gz"])
+@pytest.mark.parametrize("name", ["CID-SMILES", "CID-SMILES.gz", "CID-SMILES-2024-05.gz", "pubchem.tsv.gz"])
 def test_pubchem_cid_smiles_as_downloaded(tmp_path, name):
     path = tmp_path / name
     text = "".join(f"{cid}\t{smiles}\n" for cid, smiles in PUBCHEM) + "9999\n"  # last: no SMILES field

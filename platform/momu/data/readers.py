@@ -428,7 +428,8 @@ HEADER_MODES = ("auto", "yes", "no")
 HEADER_WORDS = frozenset(LIBRARY_SMILES_COLUMNS + LIBRARY_ID_COLUMNS + (
     "description", "text", "title", "label", "activity", "smi", "structure", "molecule", "compound", "inchi",
     "inchikey", "formula", "mw", "value", "target", "y"))
-_PUBCHEM_CID_SMILES = re.compile(r"cid-smiles(\.gz)?")  # PubChem's CID-SMILES(.gz): CID<TAB>SMILES, no header
+# PubChem's CID-SMILES(.gz): CID<TAB>SMILES, no header; also as renamed with a tag (CID-SMILES-2024-05.gz)
+_PUBCHEM_CID_SMILES = re.compile(r"cid-smiles([-_][\w-]*)?(\.gz)?")
 PUBCHEM_SDF_ID = "PUBCHEM_COMPOUND_CID"
 
 
@@ -468,7 +469,7 @@ def iter_molecule_library(path: PathLike, smiles_column: Optional[str] = None, i
                           "auto" (the first row is data when none of its fields is a column name such as smiles
                           or cid, and one parses as SMILES with RDKit). Without a header, columns are 0-based
                           numbers ("1"); defaults: SMILES = the first column that parses, id = the first other.
-      CID-SMILES[.gz]     PubChem's bulk file (by name): `CID<TAB>SMILES`, no header.
+      CID-SMILES[.gz]     PubChem's bulk file (by name, also CID-SMILES-<tag>[.gz]): `CID<TAB>SMILES`, no header.
       .sdf[.gz]           RDKit; smiles = Chem.MolToSmiles(mol); id = property id_column, else
                           PUBCHEM_COMPOUND_CID, else the title line, else the 0-based record index. A record
                           RDKit cannot read -> "bad_sdf_record".
