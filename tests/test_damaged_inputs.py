@@ -101,6 +101,11 @@ def write_damaged_dir(root: Path) -> dict:
             "rejected_by_reason": {"bad_encoding": 1, **_count(failed.values())}}
 
 
+def read_csv(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _count(values) -> dict:
     out: dict = {}
     for v in values:
@@ -149,9 +154,9 @@ def test_featurize_library_finishes_with_files_ok_and_failed(damaged, tmp_path):
     assert summary["files_ok"] == len(expected["ok"])
     rejects = pq.read_table(summary["rejects"]).to_pylist()
     damage = {r["detail"].split(":")[0]: r for r in rejects if r["reason"] in expected["failed"].values()}
-    assert damage.keys() >= {f"truncated_file after record {expected['sdf_good']} (id "
-                             f"{1000 + expected['sdf_good'] - 1})", "corrupt_file after line 4 (id c3)",
-                             "empty_file", "unreadable_file", "bad_header"}
+    truncated = f"truncated_file after record {expected['sdf_good']} (id {1000 + expected['sdf_good'] - 1})"
+    assert damage.keys() >= {truncated, "corrupt_file after line 4 (id c3)", "empty_file", "unreadable_file",
+                             "bad_header"}
     assert all(r["stage"] == "read" for r in damage.values())
     got = pq.read_table(summary["output"]).column("smiles").to_pylist()
     assert sorted(got) == sorted(canonical(s) for s in expected["good_smiles"])
@@ -170,9 +175,9 @@ def test_predict_property_finishes_with_files_ok_and_failed(damaged, tmp_path):
                            progress=False)
     assert summary["rows_read"] == summary["predicted"] + summary["rejected"] == expected["rows_read"]
     assert (summary["files_ok"], len(summary["files_failed"])) == (len(expected["ok"]), len(expected["failed"]))
-    rows = list(csv.DictReader(open(summary["output"])))
+    rows = read_csv(summary["output"])
     assert sorted(r["smiles"] for r in rows) == sorted(expected["good_smiles"])
-    rejects = list(csv.DictReader(open(summary["rejects"])))
+    rejects = read_csv(summary["rejects"])
     assert len(rejects) == summary["rejected"]  # every refused row, not a sample
     assert sum(r["reason"] == "truncated_file" for r in rejects) == 1
     truncated_ids = [r["id"] for r in rows if r["id"].startswith("10")]

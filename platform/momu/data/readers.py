@@ -942,7 +942,7 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def _decoded_lines(path: Path, read: Optional["_FileRead"] = None) -> Iterator[tuple[int, str, bool]]:
+def _decoded_lines(path: Path, read: Optional[_FileRead] = None) -> Iterator[tuple[int, str, bool]]:
     """(1-based line number, text, decoded cleanly). Undecodable bytes become U+FFFD and decoded=False, so
     callers can report the line instead of failing the whole file. `read` tracks the last line read."""
     with _open_binary(path) as handle:
@@ -956,7 +956,7 @@ def _decoded_lines(path: Path, read: Optional["_FileRead"] = None) -> Iterator[t
 
 
 def _csv_rows(path: Path, delimiter: str,
-              read: Optional["_FileRead"] = None) -> Iterator[tuple[int, list[str], Optional[str], str]]:
+              read: Optional[_FileRead] = None) -> Iterator[tuple[int, list[str], Optional[str], str]]:
     """CSV rows as (line number, fields, malformed reason or None, raw text); blank lines skipped.
     A line with undecodable bytes or a csv parse error makes its row malformed rather than stopping the read."""
     bad_lines: list[int] = []

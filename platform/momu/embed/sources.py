@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
