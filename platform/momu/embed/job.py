@@ -343,11 +343,11 @@ def format_files(summary: dict) -> str:
     if failed:
         text += " (" + "; ".join(f"{Path(f['file']).name}: {f['reason']}" + (f" after {f['last_good']}"
                                                                           if f["last_good"] else "")
-                                 for f in failed[:5]) + ("; ..." if len(failed) > 5 else "") + \
+                                 for f in failed[:10]) + ("; ..." if len(failed) > 10 else "") + \
                 "; details in the rejects file, stage read)"
     if summary["ignored_files"]:
         names = [Path(f).name for f in summary["ignored_files"]]
-        text += f", {len(names)} ignored (not molecule files: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+        text += f", {len(names)} ignored (not molecule files: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
     return text
 
 
