@@ -88,10 +88,11 @@ ended_within() {
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # single-node mode: node IP 127.0.0.1, ports on loopback only
 export RAY_USAGE_STATS_ENABLED=0 RAY_num_workers_soft_limit=4
-# A busy 2-core machine can take longer than Ray's default 15 s to start a node's dashboard agent (the raylet then
-# aborts with "Timed out waiting for file .../dashboard_agent_listen_port_*").
-export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-120}
-export RAY_agent_register_timeout_ms=${RAY_agent_register_timeout_ms:-120000}
+# On a busy machine a node's dashboard agent can take longer than the raylet's fixed 15 s wait for its port file
+# (ray-project/ray#65983: the raylet aborts with "Timed out waiting for file .../dashboard_agent_listen_port_*"
+# and `ray start` reports "The current node timed out during startup"). It is not configurable, so node starts
+# are retried (MN_START_ATTEMPTS).
+ATTEMPTS=${MN_START_ATTEMPTS:-3}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONPATH="$REPO/platform${PYTHONPATH:+:$PYTHONPATH}"   # this checkout's momu, on both nodes
 export MLFLOW_TRACKING_URI="sqlite:///$WORK/mlflow.db"
@@ -101,8 +102,8 @@ node_b_ports() {  # node_b instance k gets its own ports: a killed node's ports 
     local b=$((BASE + 10 * $1))
     echo "$b $((b + 1)) $((b + 2)) $((b + 3)) $((b + 4)) $((b + 5))"
 }
-ALL_PORTS="$(seq "$BASE" $((BASE + 8)) | tr '\n' ' ') $(node_b_ports 1) $(node_b_ports 2) $(node_b_ports 3) $(node_b_ports 4) $(node_b_ports 5) $(node_b_ports 6)"
-"${CHECK[@]}" ports $ALL_PORTS $(seq "$WBASE" $((WBASE + 399))) || fail "ports taken"
+ALL_PORTS="$(seq "$BASE" $((BASE + 8)) | tr '\n' ' ') $(node_b_ports 1) $(node_b_ports 2) $(node_b_ports 3) $(node_b_ports 4) $(node_b_ports 5) $(node_b_ports 6) $(node_b_ports 7) $(node_b_ports 8) $(node_b_ports 9)"
+"${CHECK[@]}" ports $ALL_PORTS $(seq "$WBASE" $((WBASE + 999))) || fail "ports taken"
 
 start_node_b() {
     NODEB_N=$((NODEB_N + 1))
@@ -121,8 +122,8 @@ start_node_b() {
     note "node_b start #$NODEB_N failed: $(grep -m1 -E '^Exception|Error' "$LOG/node_b$NODEB_N.log")"
     "${CHECK[@]}" kill-tree "$NODEB_PID" --match loopback_node.py --grace 10 >/dev/null 2>&1
     NODEB_PID=""
-    [ "${1:-}" = retried ] && fail "node_b did not join (see node_b*.log)"
-    start_node_b retried
+    [ "${1:-1}" -ge "$ATTEMPTS" ] && fail "node_b did not join after $ATTEMPTS attempts (see node_b*.log)"
+    start_node_b $((${1:-1} + 1))
 }
 
 kill_node_b() {  # sets KILLED to what was signalled
@@ -131,9 +132,9 @@ kill_node_b() {  # sets KILLED to what was signalled
 }
 
 # ---- the cluster -------------------------------------------------------------------------------------------
-start_head() {  # one retry: on a loaded 2-core machine Ray's own start-up deadlines are sometimes missed
+start_head() {
     local attempt
-    for attempt in 1 2; do
+    for attempt in $(seq "$ATTEMPTS"); do
         setsid "$RAY" start --head --block --node-ip-address 127.0.0.1 --port "$BASE" --dashboard-host 127.0.0.1 \
             --dashboard-port $((BASE + 1)) --dashboard-agent-listen-port $((BASE + 2)) \
             --dashboard-agent-grpc-port $((BASE + 3)) --metrics-export-port $((BASE + 4)) \
@@ -145,7 +146,8 @@ start_head() {  # one retry: on a loaded 2-core machine Ray's own start-up deadl
         HEAD_PID=$!
         local deadline=$(($(date +%s) + 180))
         while kill -0 "$HEAD_PID" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
-            "$RAY" job list --address "$DASH" >/dev/null 2>&1 && return 0
+            # the job API can answer while the head's raylet has died: wait for the node itself
+            "${CHECK[@]}" nodes --address "$DASH" --expect 1 >/dev/null 2>&1 && return 0
             sleep 2
         done
         note "head start attempt $attempt failed: $(grep -m1 -E '^Exception|Error' "$LOG/head$attempt.log")"
