@@ -18,6 +18,7 @@ def cmd_ports(args) -> int:
     busy = []
     for port in args.ports:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed socket in TIME_WAIT is not in use
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
