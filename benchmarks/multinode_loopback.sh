@@ -164,14 +164,17 @@ note "cluster: head node_a + node_b on 127.0.0.1 (1 CPU each), up in $(($(date +
 head -n 401 "$REPO/data/sample/chebi20/validation_slice.tsv" >"$WORK/pairs.tsv"
 RUN=mn-pretrain
 PJOB=mn-pretrain-$$
-"$RAY" job submit --address "$DASH" --submission-id "$PJOB" --no-wait -- \
+# RAY_ADDRESS for the job's actors too: Ray Train's PlacementGroupCleaner otherwise auto-detects the cluster and
+# fails when other Ray instances run on the same machine ("Found multiple active Ray instances").
+RUNTIME_ENV="{\"env_vars\": {\"RAY_ADDRESS\": \"127.0.0.1:$BASE\"}}"
+"$RAY" job submit --address "$DASH" --submission-id "$PJOB" --no-wait --runtime-env-json "$RUNTIME_ENV" -- \
     "$PY" "$REPO/jobs/pretrain.py" --config "$REPO/configs/pretrain_tiny.yaml" --data_paths "[$WORK/pairs.tsv]" \
     --storage_path "$SHARED/ray_results" --text_cache_dir "$SHARED/text_cache" --output-dir "$SHARED/model" \
     --run_name "$RUN" --scaling.num_workers 2 --scaling.placement_strategy STRICT_SPREAD --epochs 50 \
     --max_steps "$STEPS" --checkpoint_every 5 --embedding_plot false --register_model_name momu-multinode \
     >"$LOG/submit_pretrain.log" 2>&1 || fail "ray job submit (pretraining) failed"
 first_checkpoint() { [ "$(job_status "$PJOB")" != FAILED ] && [ "$("${CHECK[@]}" checkpoints "$SHARED/ray_results/$RUN")" != "[]" ]; }
-wait_for 420 "the first pretraining checkpoint" first_checkpoint
+wait_for "${MN_INGEST_TIMEOUT_S:-900}" "the first pretraining checkpoint" first_checkpoint
 [ "$(job_status "$PJOB")" = RUNNING ] || fail "pretraining job is $(job_status "$PJOB") before node_b was killed"
 WORKERS=$("${CHECK[@]}" actors --address "$DASH" --cls RayTrainWorker)
 note "pretrain: Train workers $WORKERS"
