@@ -77,6 +77,9 @@ class ScalingSection(StrictModel):
     use_gpu: bool = Field(False, description="one GPU per worker; NCCL backend")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker (also its torch threads)")
     gpus_per_worker: Optional[float] = Field(None, gt=0, description="defaults to 1 when use_gpu")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy of the workers; STRICT_SPREAD puts each on its own node "
+                            "(the run waits until that many nodes have room)")
 
 
 class ConfigError(ValueError):

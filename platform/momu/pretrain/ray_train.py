@@ -441,7 +441,8 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
                                "train_rows_per_worker": data.summary["train_rows_per_worker"],
                                "init_from_dir": str(init_dir) if init_dir else None},
             scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources),
+                                                   resources_per_worker=resources,
+                                                   placement_strategy=cfg.scaling.placement_strategy),
             run_config=ray.train.RunConfig(
                 name=run_name, storage_path=storage,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
