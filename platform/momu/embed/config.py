@@ -22,9 +22,13 @@ class EmbedConfig(StrictModel):
                                                 "text tower on a text column (e.g. ChEBI-20 descriptions)")
     model: str = Field("runs/demo/model", description="saved MoMu directory or MLflow models:/name/version URI")
     output_dir: str = Field("runs/embeddings/default", description="shards/, rejects.parquet, manifest, DONE.json")
-    smiles_column: Optional[str] = Field(None, description="SMILES column (default: auto-detect)")
+    smiles_column: Optional[str] = Field(None, description="SMILES column name, or its 0-based number in a "
+                                         "header-less table (default: auto-detect)")
     id_column: Optional[str] = Field(None, description="id column or SDF property, e.g. PUBCHEM_COMPOUND_CID "
                                      "(default: auto-detect, else the row number)")
+    header: Literal["auto", "yes", "no"] = Field("auto", description="CSV/TSV header line: auto (sniffed: a first row "
+                                                 "with no known column name and a SMILES field is data), yes or no; "
+                                                 "PubChem's CID-SMILES files are header-less by name")
     text_column: Optional[str] = Field(None, description="texts mode: text column (default: description/text)")
     prefix_ids_with_file: bool = Field(False, description="ids become '<file name>:<id>' (row-number ids of "
                                        "several files would otherwise collide)")

@@ -83,14 +83,15 @@ def _fingerprint(config: EmbedConfig, model: dict) -> dict:
     return {"mode": config.mode, "weights_sha256": model["weights_sha256"], "model_version": model["model_version"],
             "embedding_dtype": config.embedding_dtype, "max_atoms": config.max_atoms, "part_rows": config.part_rows,
             "smiles_column": config.smiles_column, "id_column": config.id_column, "text_column": config.text_column,
-            "prefix_ids_with_file": config.prefix_ids_with_file}
+            "prefix_ids_with_file": config.prefix_ids_with_file, "header": config.header}
 
 
 def run_embedding(config: EmbedConfig, log_to_mlflow: bool = True) -> EmbedResult:
     ignored: list[str] = []
     files = expand_inputs(config.inputs, config.mode, ignored)
     for f in files:
-        check_columns(f, config.mode, config.smiles_column, config.id_column, config.text_column)
+        check_columns(f, config.mode, config.smiles_column, config.id_column, config.text_column,
+                      header=config.header)
     if config.mlflow_tracking_uri:  # models:/ URIs resolve against the configured store (here and in actors)
         os.environ["MLFLOW_TRACKING_URI"] = config.mlflow_tracking_uri
     model = describe_model(config.model)
@@ -190,7 +191,7 @@ def _stream(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutput, fil
                         fn_kwargs={"output_dir": root, "mode": config.mode, "part_rows": config.part_rows,
                                    "smiles_column": config.smiles_column, "id_column": config.id_column,
                                    "text_column": config.text_column,
-                                   "prefix_ids_with_file": config.prefix_ids_with_file})
+                                   "prefix_ids_with_file": config.prefix_ids_with_file, "header": config.header})
     if config.mode == "molecules":
         ds = ds.map_batches(featurize_rows, batch_size=config.featurize_batch_rows, batch_format="pyarrow",
                             num_cpus=config.featurize_cpus, fn_kwargs={"max_atoms": config.max_atoms})
