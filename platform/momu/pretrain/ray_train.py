@@ -428,10 +428,11 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
 
     mlflow_ctx, run_id, tracking_uri = _start_mlflow(cfg, run_name, data.summary, text_mode) if log_to_mlflow \
         else (_nullcontext(), None, None)
-    # The workers inherit this context: their iteration over the materialized splits shows no progress bars.
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = verbose()
+    # Each dataset carries the context it was made with; the workers iterate the materialized splits every epoch,
+    # and bars (or "execution finished" lines) per iteration would flood the job log.
+    for ds in [*data.train_splits, data.val]:
+        ds.context.enable_progress_bars = verbose()
+        ds.context.print_on_execution_start = verbose()
     with mlflow_ctx:
         trainer = TorchTrainer(
             train_func,
@@ -446,7 +447,8 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             run_config=ray.train.RunConfig(
                 name=run_name, storage_path=storage,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+                **_train_logging()),
             datasets={**{f"train_{i}": split for i, split in enumerate(data.train_splits)}, "val": data.val},
             dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         )
@@ -461,6 +463,17 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             if run_id:
                 model_uri = _log_model(cfg, model_dir, metrics)
     return PretrainResult(run_name, checkpoint_path, model_dir, metrics, data.summary, run_id, model_uri)
+
+
+def _train_logging() -> dict:
+    """Ray Train's own INFO lines (worker group start, every reported result) only with --verbose."""
+    if verbose():
+        return {}
+    try:
+        from ray.train import LoggingConfig
+    except ImportError:  # Ray Train v1 API: nothing to set
+        return {}
+    return {"logging_config": LoggingConfig(log_level="WARNING")}
 
 
 def _resume_path(resume: Optional[str]) -> Optional[str]:
