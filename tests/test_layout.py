@@ -18,7 +18,8 @@ PURE_MODULES = [
     "momu.models.gin", "momu.models.text", "momu.models.momu", "momu.models.fingerprint", "momu.models.loading",
     "momu.losses", "momu.config", "momu.data.readers", "momu.data.records", "momu.data.pairs", "momu.index",
     "momu.retrieval.metrics", "momu.retrieval.report", "momu.property.metrics", "momu.property.model",
-    "momu.pretrain.contrastive", "momu.pretrain.local", "momu.embed.stages",
+    "momu.pretrain.contrastive", "momu.pretrain.local", "momu.embed.stages", "momu.caption.pool",
+    "momu.caption.retrieval", "momu.caption.split_eval",
 ]
 
 

@@ -83,3 +83,20 @@ def read_predictions(path: str | Path) -> CaptionPredictions:
         references.append(row[ref_col])
         predictions.append(row[pred_col])
     return CaptionPredictions(references=references, predictions=predictions, path=path)
+
+
+def write_predictions(path: str | Path, smiles: list[str], references: list[str], outputs: list[str]) -> Path:
+    """Write MolT5's predictions format: tab-separated `SMILES`, `ground truth`, `output` with a header line.
+    Tabs and line breaks inside a text become spaces (the format has no quoting)."""
+    if not len(smiles) == len(references) == len(outputs):
+        raise ValueError(f"{len(smiles)} SMILES, {len(references)} references and {len(outputs)} outputs")
+
+    def clean(text: str) -> str:
+        return " ".join(text.replace("\t", " ").splitlines())
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["SMILES\tground truth\toutput"] + [f"{clean(s)}\t{clean(r)}\t{clean(o)}"
+                                                for s, r, o in zip(smiles, references, outputs)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -48,7 +48,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  for k, v in vars(args).items() if k.startswith("cfg:")}
     config_path = args.config or (root / "serving" / "config.yaml")
     config, options, http = load_serve_config(config_path, overrides)
-    for field in ("model", "molecule_index", "text_index"):
+    for field in ("model", "molecule_index", "text_index", "caption_pool"):
         value = getattr(config, field)
         local = resolve_path(value)
         if value and "://" not in value and not value.startswith("models:/") and not Path(local).exists():

@@ -39,6 +39,14 @@ class ServeConfig(StrictModel):
                                                       "(momu embed) of molecules: text -> molecules; null: off")
     text_index: Optional[str] = Field("runs/index/chebi20_texts",
                                       description="the same for descriptions: SMILES -> texts; null: off")
+    caption_pool: Optional[str] = Field(None, description="caption pool directory (momu caption pool) of the "
+                                        "retrieval captioner behind POST /v1/caption; null: off")
+    caption_kind: Literal["tanimoto", "momu", "fusion"] = Field(
+        "tanimoto", description="caption similarity: tanimoto (Morgan), momu (graph cosine) or fusion; momu and "
+                                "fusion need pool embeddings made by the served model (momu caption pool --model)")
+    caption_fusion_k: int = Field(10, ge=1, description="fusion: Tanimoto candidates re-ranked")
+    caption_fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="fusion: weight of the MoMu "
+                                         "graph<->caption cosine")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="encoder device; auto: cuda when available")
     torch_threads: Optional[int] = Field(1, ge=1, description="torch intra-op threads per encoder replica on CPU")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="encoder math: bf16 autocast (AMX CPUs, GPUs) "
