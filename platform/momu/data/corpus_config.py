@@ -43,6 +43,12 @@ def _unique_names(sources: list[SourceSpec], field: str) -> None:
         seen.add(spec.name)
 
 
+def _non_empty(sources: list[SourceSpec]) -> None:
+    # A default (not a required field) so that generated CLI flags can show it; checked here instead.
+    if not sources:
+        raise ValueError("sources: give at least one source")
+
+
 class RemovalSection(StrictModel):
     """What counts as "the same molecule" as an evaluation molecule (each match is removed)."""
 
@@ -60,7 +66,7 @@ class CorpusConfig(StrictModel):
     """`momu data build-corpus`: merge molecule-text pair sources into one records Parquet, with every
     evaluation molecule removed, exact duplicate pairs dropped, and a manifest that accounts for every row."""
 
-    sources: list[SourceSpec] = Field(..., min_length=1, description="training pair sources, in priority order")
+    sources: list[SourceSpec] = Field(default_factory=list, description="training pair sources, in priority order")
     removal: RemovalSection = Field(default_factory=RemovalSection)
     output: str = Field("runs/corpus/pairs.parquet", description="corpus Parquet (records schema)")
     manifest: Optional[str] = Field(None, description="manifest JSON (default: <output stem>.manifest.json)")
@@ -69,6 +75,7 @@ class CorpusConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusConfig":
+        _non_empty(self.sources)
         _unique_names(self.sources + self.removal.evaluation, "sources/removal.evaluation")
         for spec in self.sources:
             if spec.format not in PAIR_SOURCE_FORMATS:
@@ -81,7 +88,7 @@ class MoleculesConfig(StrictModel):
     """`momu data build-molecules`: molecule-only sources (graph-only pretraining) -> one Parquet of unique
     canonical SMILES with every evaluation molecule removed, and the same manifest accounting."""
 
-    sources: list[SourceSpec] = Field(..., min_length=1, description="molecule sources, in priority order")
+    sources: list[SourceSpec] = Field(default_factory=list, description="molecule sources, in priority order")
     removal: RemovalSection = Field(default_factory=RemovalSection)
     output: str = Field("runs/corpus/molecules.parquet", description="molecule Parquet (id, source, smiles, ...)")
     manifest: Optional[str] = Field(None, description="manifest JSON (default: <output stem>.manifest.json)")
@@ -90,6 +97,7 @@ class MoleculesConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> "MoleculesConfig":
+        _non_empty(self.sources)
         _unique_names(self.sources + self.removal.evaluation, "sources/removal.evaluation")
         for spec in self.sources:
             if spec.format == "momu_corpus":
