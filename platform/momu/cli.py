@@ -62,6 +62,7 @@ JOB_GROUPS = {
     "finetune": "finetune a pretrained model on a downstream task (retrieval, property)",
     "predict": "predict with a finetuned model (property)",
     "index": "build and search a vector index over embedding shards",
+    "data": "build training data with every evaluation molecule removed (pair corpus, molecule set)",
 }
 
 
