@@ -1,7 +1,6 @@
 """Corpus builders (momu data build-corpus / build-molecules): evaluation molecules never survive, every row is
 accounted for, output is deterministic and readable by the training readers."""
 
-import argparse
 import csv
 import gzip
 import json
@@ -15,10 +14,11 @@ from rdkit import Chem
 from conftest import REPO, SAMPLE, shared_path
 from momu.chem.columns import GRAPH_COLUMNS, columns_to_graphs, graphs_to_columns
 from momu.chem.featurize import featurize_smiles
-from momu.config import ConfigError, PretrainConfig, load_config
+from momu.config import ConfigError, load_config
+from momu.pretrain.config import PretrainConfig
 from momu.data.corpus import RemovalKeys, account_sources, group_pairs, mark_removed
 from momu.data.corpus_config import CorpusConfig, MoleculesConfig, SourceSpec
-from momu.data.corpus_sources import annotate_batch, graph_key, read_pcdes, read_source, stereo_free_key
+from momu.data.corpus_sources import annotate_batch, graph_key, read_pcdes, stereo_free_key
 from momu.data.readers import read_momu_corpus, read_pairs
 
 TEST_ROWS = [line.split("\t") for line in (SAMPLE / "chebi20" / "test_slice.tsv").read_text().splitlines()[1:31]]
@@ -199,14 +199,14 @@ def assert_no_evaluation_molecule(table: pa.Table, cids, smiles, stereo, graphs)
 
 @pytest.mark.ray
 def test_build_corpus_removes_evaluation_molecules_accounts_and_is_deterministic(ray_local, slices, tmp_path):
-    from momu.data.cli import register
+    from momu.cli import build_parser
     from momu.data.corpus_job import build_corpus
-    from momu.data.pipeline import featurize_records, read_inputs
+    from momu.data.pipeline import featurize_records
+    from momu.pretrain.data import read_inputs
 
     config_path = tmp_path / "corpus.yaml"
     config_path.write_text(json.dumps({"sources": slices["sources"], "removal": {"evaluation": slices["evaluation"]}}))
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"), {})
+    parser = build_parser()
     out = tmp_path / "a" / "pairs.parquet"
     args = parser.parse_args(["data", "build-corpus", "--config", str(config_path), "--output", str(out)])
     assert args.func(args) == 0
@@ -253,7 +253,7 @@ def test_build_corpus_removes_evaluation_molecules_accounts_and_is_deterministic
 @pytest.mark.ray
 def test_build_molecules_dedups_across_sources_and_feeds_graphcl(ray_local, slices, tmp_path):
     from momu.data.corpus_job import build_molecules
-    from momu.data.pipeline import read_inputs
+    from momu.pretrain.data import read_inputs
 
     d = tmp_path
     with gzip.open(d / "zinc.csv.gz", "wt") as f:
