@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import Optional
 
 VERBOSE_ENV = "MOMU_VERBOSE"
@@ -50,6 +51,9 @@ def configure_job_output(is_verbose: bool = False) -> None:
         return
     # Read when Ray Data's logging progress module is imported: set it first.
     os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow asks pyfunc models for type hints on predict (MoMu's takes a DataFrame with either column).
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).addFilter(_DropNoise())
     # Execution plans, "Starting execution", "Dataset execution finished": one line each per dataset, many
@@ -60,6 +64,12 @@ def configure_job_output(is_verbose: bool = False) -> None:
                  # a fresh MLflow SQLite store announces its schema migrations
                  "mlflow.store.db.utils", "mlflow.store", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # Ray Train v2 logs "Reporting training result N: TrainingReport(...)" under its file's path, not a name
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
     progress = logging.getLogger("ray.data._internal.progress.logging_progress")
     progress.addFilter(_RayDataProgressOneLine())
     logging.getLogger("ray.data._internal.progress").addFilter(_DropNoise())
@@ -94,6 +104,8 @@ class ProgressLine:
         self._last = now
         of = f"/{self.total}" if self.total else ""
         extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-        print(f"{self.label}: {done}{of}" + (f", {extra}" if extra else "") + f" ({now - self.started:.0f} s)",
-              file=self.stream, flush=True)
+        # write, not print: Ray Train may patch print() into its logger (and then the line shows twice)
+        self.stream.write(f"{self.label}: {done}{of}" + (f", {extra}" if extra else "")
+                          + f" ({now - self.started:.0f} s)\n")
+        self.stream.flush()
         return True
