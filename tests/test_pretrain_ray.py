@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -193,3 +194,41 @@ def test_graphcl_libraries_with_row_number_ids_are_all_read(tmp_path):
     assert sorted(table.column("smiles").to_pylist()) == sorted(["CCO", "c1ccccc1", "CCN", "CCCl"])
     assert len(set(table.column("id").to_pylist())) == 4
     assert report.metadata["duplicate_smiles_dropped"] == 1
+
+
+def test_partial_text_mode_trains_checkpoints_and_exports(ray_local, tmp_path, text_cache):
+    """text_mode partial on 1 worker: the top text layer trains, its weights are checkpointed, and the exported
+    model reloads and embeds texts exactly as the training-time module does from the cached hidden states."""
+    from momu.data.pipeline import EncodeTextHidden
+    from momu.models.momu import MoMu, build_model
+    from momu.pretrain.contrastive import ContrastiveModule, pad_hidden_states
+    from momu.pretrain.ray_train import CHECKPOINT_FILE
+
+    # 120 real pairs: caching hidden states costs most of the lower tower's forward pass, per paragraph.
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(Path(CHEBI_SLICE).read_text().splitlines()[:121]) + "\n")
+    cfg = config(tmp_path, text_cache, data_paths=[str(pairs)], text_mode="partial", text_train_layers=1,
+                 max_steps=3, checkpoint_every=3, scaling=ScalingSection(num_workers=1, cpus_per_worker=1),
+                 run_name="partial")
+    result = run_pretrain(cfg, log_to_mlflow=False, progress=False)
+    assert result.metrics["step"] == 3 and result.data_summary["train_rows"] + result.data_summary["val_rows"] == 120
+    assert len(result.data_summary["text_cache"]) == 2  # train and validation hidden states, cached
+    saved = torch.load(Path(result.checkpoint_path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    text_keys = {k for k in saved["model"] if k.startswith("text_encoder.")}
+    assert text_keys and all(k.startswith("text_encoder.model.encoder.layer.5.") for k in text_keys)
+    stock = build_model(cfg.model)
+    key = "text_encoder.model.encoder.layer.5.output.dense.weight"
+    assert not torch.equal(saved["model"][key], stock.state_dict()[key])  # the top layer trained
+
+    exported = MoMu.from_pretrained(result.model_dir)
+    lower = "text_encoder.model.encoder.layer.4.output.dense.weight"
+    assert torch.equal(exported.state_dict()[lower], stock.state_dict()[lower])
+    # The training-time module: stock weights + checkpoint, text from cached (float32 here) hidden states.
+    stock.load_state_dict(saved["model"], strict=False)
+    module = ContrastiveModule(stock, "momu", "partial", 1).eval()
+    texts = [line.split("\t")[2] for line in Path(CHEBI_SLICE).read_text().splitlines()[1:7]]
+    records = pa.table({"texts": [[t] for t in texts]})
+    hidden = EncodeTextHidden(cfg.model.text.model_dump(mode="json"), 1, "float32")(records)
+    with torch.no_grad():
+        live = module.embed_text(pad_hidden_states(hidden.column("text_hidden").combine_chunks().flatten()))
+    torch.testing.assert_close(exported.embed_texts(texts), live, rtol=1e-5, atol=1e-5)

@@ -6,6 +6,7 @@ Stages are small UDFs over pyarrow batches:
   featurize_records       SMILES -> graph columns (rows from the MoMu corpus keep their own graphs)
   TokenizeTexts           every paragraph -> token ids (two-tower modes)
   EncodeTextFeatures      every paragraph -> pooled text-tower features (locked mode; cached in Parquet)
+  EncodeTextHidden        every paragraph -> hidden states entering the top trained layers (partial mode; cached)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from momu.data.pairs import heldout_mask
 
 TEXT_IDS = "text_input_ids"
 TEXT_FEATURES = "text_features"
+TEXT_HIDDEN = "text_hidden"
 REJECT = "reject_reason"
 
 
@@ -158,34 +160,88 @@ class EncodeTextFeatures:
         return batch.append_column(TEXT_FEATURES, values)
 
 
+class EncodeTextHidden:
+    """Every paragraph of every row -> the hidden states entering the text tower's top `train_layers` layers
+    (partial mode): list<list<fixed_size_list<dtype>[H]>> per row, one [tokens, H] matrix per paragraph holding
+    only the real tokens (no padding; the token count is the attention mask). Eval mode, no grad."""
+
+    def __init__(self, text_config: dict, train_layers: int, dtype: str = "float16", batch_size: int = 64,
+                 num_threads: Optional[int] = None):
+        import torch
+
+        from momu.models.text import TextEncoder
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.encoder = TextEncoder(TextEncoderConfig.model_validate(text_config)).eval()
+        self.encoder.split_index(train_layers)  # a bad layer count fails here, before any text is encoded
+        self.train_layers, self.dtype = train_layers, np.dtype(dtype)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder.to(self.device)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        texts = batch.column("texts").to_pylist()
+        flat = [t for row in texts for t in row]
+        order = sorted(range(len(flat)), key=lambda i: len(flat[i]))  # little padding inside each chunk
+        hidden: list = [None] * len(flat)
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                tokens = self.encoder.tokenize([flat[i] for i in idx], self.device)
+                states = self.encoder.lower_hidden(**tokens, train_layers=self.train_layers).float().cpu().numpy()
+                real = tokens["attention_mask"].bool().cpu().numpy()
+                for j, i in enumerate(idx):
+                    hidden[i] = states[j][real[j]].astype(self.dtype)  # real tokens only, whichever side pads
+        width = self.encoder.out_dim
+        values = np.concatenate(hidden) if hidden else np.zeros((0, width), self.dtype)
+        tokens_per_paragraph = np.array([len(h) for h in hidden], dtype=np.int64)
+        paragraphs = pa.ListArray.from_arrays(
+            pa.array(np.concatenate([[0], np.cumsum(tokens_per_paragraph)]), pa.int32()),
+            pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width))
+        rows = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum([len(r) for r in texts])]), pa.int32()),
+                                        paragraphs)
+        return batch.append_column(TEXT_HIDDEN, rows)
+
+
 # -- locked-text cache ------------------------------------------------------------------------------------------
 
-def text_cache_key(table: pa.Table, text_config: TextEncoderConfig) -> str:
-    """Content hash of (text tower config, every id and paragraph): a changed text or encoder is a new cache."""
+def text_cache_key(table: pa.Table, text_config: TextEncoderConfig, partial: Optional[dict] = None) -> str:
+    """Content hash of (text tower config, every id and paragraph[, partial mode's layers and dtype]): a changed
+    text, encoder or split is a new cache."""
     digest = hashlib.sha256(json.dumps(text_config.model_dump(mode="json"), sort_keys=True).encode())
+    if partial:  # locked caches keep the keys they had before partial mode existed
+        digest.update(json.dumps(partial, sort_keys=True).encode())
     for mol_id, texts in zip(table.column("id").to_pylist(), table.column("texts").to_pylist()):
         digest.update(str(mol_id).encode() + b"\0" + "\x1f".join(texts).encode() + b"\n")
     return digest.hexdigest()[:24]
 
 
 def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_dir: str, concurrency: int = 1,
-                         num_cpus: float = 1.0, num_gpus: float = 0.0):
-    """A Ray Dataset of `table` plus `text_features`, computed once by a Ray Data batch-inference pass and
-    stored under cache_dir/<key>/ (a `_COMPLETE` marker is written last: half-written caches are recomputed)."""
+                         num_cpus: float = 1.0, num_gpus: float = 0.0, train_layers: Optional[int] = None,
+                         dtype: str = "float16"):
+    """A Ray Dataset of `table` plus `text_features` (locked) or, with `train_layers`, `text_hidden` (partial: the
+    hidden states entering the top `train_layers` layers, stored as `dtype`), computed once by a Ray Data
+    batch-inference pass and stored under cache_dir/<key>/ (a `_COMPLETE` marker is written last: half-written
+    caches are recomputed)."""
     import ray.data
 
-    key = text_cache_key(table, text_config)
+    partial = {"train_layers": train_layers, "dtype": dtype} if train_layers else None
+    key = text_cache_key(table, text_config, partial)
     final = Path(cache_dir) / key
     if not (final / "_COMPLETE").exists():
         tmp = Path(cache_dir) / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        kwargs = {"text_config": text_config.model_dump(mode="json"), "num_threads": max(1, int(num_cpus))}
+        stage = EncodeTextHidden if partial else EncodeTextFeatures
         (ray.data.from_arrow(to_blocks(table, 64))
-         .map_batches(EncodeTextFeatures, fn_constructor_kwargs={"text_config": text_config.model_dump(mode="json"),
-                                                                 "num_threads": max(1, int(num_cpus))},
+         .map_batches(stage, fn_constructor_kwargs={**kwargs, **(partial or {})},
                       batch_size=64, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
                       num_cpus=num_cpus, num_gpus=num_gpus)
          .write_parquet(str(tmp)))
-        (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows}))
+        (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows, **(partial or {})}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     return ray.data.read_parquet(str(final), file_extensions=["parquet"]), str(final)

@@ -19,6 +19,17 @@ def _loss_pairs(v: list[str]) -> list[str]:
 LossPairs = Annotated[list[Literal["g1t1", "g1t2", "g2t1", "g2t2"]], AfterValidator(_loss_pairs)]
 
 
+TRAIN_LAYERS_HELP = ("text_mode partial: how many top text-encoder layers train (the hidden states entering "
+                     "them are cached once); needed by partial, refused by the other modes")
+
+
+def check_text_train_layers(text_mode: str, text_train_layers: Optional[int]) -> None:
+    if text_mode == "partial" and text_train_layers is None:
+        raise ValueError("text_train_layers: text_mode partial needs the number of top text layers to train")
+    if text_mode != "partial" and text_train_layers is not None:
+        raise ValueError(f"text_train_layers: only text_mode partial uses it (text_mode is {text_mode})")
+
+
 class TrainConfig(StrictModel):
     """The single-process reference contrastive training loop (`momu train-local`)."""
 
@@ -27,9 +38,11 @@ class TrainConfig(StrictModel):
     data_format: Literal["auto", "chebi20", "momu_corpus", "parquet"] = "auto"
     heldout_fraction: float = Field(0.1, gt=0.0, lt=1.0)  # fixed split for model selection / reporting
     max_atoms: int = Field(512, ge=1)
-    text_mode: Literal["finetune", "frozen", "locked"] = Field(
+    text_mode: Literal["finetune", "frozen", "locked", "partial"] = Field(
         "locked", description="finetune: train both towers; frozen: text tower runs but does not train; locked: "
-                              "text features computed once, only the graph tower and heads train")
+                              "text features computed once, only the graph tower and heads train; partial: the "
+                              "hidden states below the top text_train_layers layers computed once, those layers train")
+    text_train_layers: Optional[int] = Field(None, ge=1, description=TRAIN_LAYERS_HELP)
     losses: LossPairs = ["g1t1", "g1t2", "g2t1", "g2t2"]
     augment1: Literal["drop_nodes", "subgraph", "none"] = "drop_nodes"
     augment2: Literal["drop_nodes", "subgraph", "none"] = "subgraph"
@@ -47,8 +60,13 @@ class TrainConfig(StrictModel):
     mlflow_tracking_uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI or a local SQLite store in runs/
     mlflow_experiment: str = "momu-train-local"
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        check_text_train_layers(self.text_mode, self.text_train_layers)
+        return self
 
-TextMode = Literal["auto", "finetune", "frozen", "locked"]
+
+TextMode = Literal["auto", "finetune", "frozen", "locked", "partial"]
 Augmentation = Literal["drop_nodes", "subgraph", "none"]
 
 
@@ -74,8 +92,12 @@ class PretrainConfig(StrictModel):
                                      "initialises this run (finetuning); its config replaces `model`")
     text_mode: TextMode = Field("auto", description="finetune: train both towers; frozen: text tower runs but "
                                 "does not train; locked: text features computed once, cached in Parquet; "
-                                "auto: finetune on GPU, locked on CPU")
-    text_cache_dir: str = Field("runs/text_cache", description="where locked-mode text features are cached")
+                                "partial: the top text_train_layers layers train on cached lower-layer hidden "
+                                "states; auto: finetune on GPU, locked on CPU")
+    text_train_layers: Optional[int] = Field(None, ge=1, description=TRAIN_LAYERS_HELP)
+    text_cache_dir: str = Field("runs/text_cache", description="where locked/partial-mode text inputs are cached")
+    text_cache_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="partial mode: the cached hidden states' type (float16 halves the cache)")
     losses: LossPairs = ["g1t1", "g1t2", "g2t1", "g2t2"]
     gather_negatives: bool = Field(False, description="all-gather embeddings so negatives come from every "
                                                       "worker's batch (MoMu used per-GPU negatives)")
@@ -123,6 +145,7 @@ class PretrainConfig(StrictModel):
             raise ValueError("data_paths: give at least one input")
         if self.init_from and self.graph_init:
             raise ValueError("graph_init: init_from already sets every weight; give one of them")
+        check_text_train_layers(self.resolved_text_mode(), self.text_train_layers)
         return self
 
     def resolved_text_mode(self) -> str:

@@ -86,17 +86,19 @@ def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str
     cache_paths = []
 
     def prepare(part: pa.Table):
-        if config.objective != "graphcl" and text_mode == "locked":
+        if config.objective != "graphcl" and text_mode in ("locked", "partial"):
             ds, path = cached_text_features(part, config.model.text, config.text_cache_dir,
                                             num_cpus=config.scaling.cpus_per_worker,
-                                            num_gpus=1.0 if config.scaling.use_gpu else 0.0)
+                                            num_gpus=1.0 if config.scaling.use_gpu else 0.0,
+                                            train_layers=config.text_train_layers if text_mode == "partial" else None,
+                                            dtype=config.text_cache_dtype)
             cache_paths.append(path)
         else:
             ds = ray.data.from_arrow(to_blocks(part))
         fingerprint = config.model.fingerprint.model_dump() if config.model.graph_encoder == "fingerprint" else None
         ds = ds.map_batches(featurize_records, fn_kwargs={"max_atoms": config.max_atoms, "fingerprint": fingerprint},
                             batch_format="pyarrow", batch_size=256)
-        if config.objective != "graphcl" and text_mode != "locked":
+        if config.objective != "graphcl" and text_mode not in ("locked", "partial"):
             ds = ds.map_batches(TokenizeTexts, fn_constructor_kwargs={"text_config": config.model.text.model_dump(mode="json")},
                                 batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1))
         ds = ds.materialize()

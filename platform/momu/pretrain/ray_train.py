@@ -32,10 +32,17 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def _trainable_state(model, text_mode: str, objective: str) -> dict:
-    """Model state to checkpoint: everything except a text tower that cannot change (frozen/locked/graphcl)."""
-    skip_text = objective == "graphcl" or text_mode in ("frozen", "locked")
-    return {k: v for k, v in model.state_dict().items() if not (skip_text and k.startswith("text_encoder."))}
+def _trainable_state(model, text_mode: str, objective: str, text_train_layers: Optional[int] = None) -> dict:
+    """Model state to checkpoint: everything except the text tower's parts that cannot change (all of it when
+    frozen/locked/graphcl; all but the trained top layers when partial)."""
+    if objective == "graphcl" or text_mode in ("frozen", "locked"):
+        keep_text: tuple = ()
+    elif text_mode == "partial":
+        keep_text = tuple(f"text_encoder.{p}" for p in model.text_encoder.top_state_prefixes(text_train_layers))
+    else:
+        keep_text = ("text_encoder.",)
+    return {k: v for k, v in model.state_dict().items()
+            if not k.startswith("text_encoder.") or k.startswith(keep_text)}
 
 
 def load_graph_init(model, source: str) -> None:
@@ -134,7 +141,7 @@ def train_func(loop_config: dict) -> None:
         load_full_init(model, loop_config.get("init_from_dir") or cfg.init_from)
     if cfg.graph_init:
         load_graph_init(model, cfg.graph_init)
-    module = ContrastiveModule(model, cfg.objective, text_mode)
+    module = ContrastiveModule(model, cfg.objective, text_mode, cfg.text_train_layers)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0}
@@ -175,7 +182,7 @@ def train_func(loop_config: dict) -> None:
                    "restored_from_step": state["restored_from_step"]}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                payload = {"model": _trainable_state(model, text_mode, cfg.objective),
+                payload = {"model": _trainable_state(model, text_mode, cfg.objective, cfg.text_train_layers),
                            "optimizer": optimizer.state_dict(), "state": dict(state)}
                 if cfg.select_best and best["model"] is not None:
                     payload["best"] = {"value": best["value"], "step": best["step"]}
@@ -193,7 +200,8 @@ def train_func(loop_config: dict) -> None:
         if value > best["value"]:
             best.update(value=value, step=state["step"],
                         model={k: v.detach().cpu().clone()
-                               for k, v in _trainable_state(model, text_mode, cfg.objective).items()})
+                               for k, v in _trainable_state(model, text_mode, cfg.objective,
+                                                            cfg.text_train_layers).items()})
         return {f"best_val_{cfg.select_best}": best["value"], "best_step": best["step"]}
 
     if cfg.select_best and state["step"] == 0 and rank == 0:
@@ -295,7 +303,7 @@ def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, devic
     """Validation graphs (no augmentation) and their first paragraph, in file order."""
     import ray.train
 
-    from momu.pretrain.contrastive import _list_of_lists, graph_batch_from_columns
+    from momu.pretrain.contrastive import _list_of_lists, graph_batch_from_columns, text_column
 
     module.eval()
     graphs, texts, tables = [], [], []
@@ -305,8 +313,7 @@ def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, devic
         graph_batch = graph_batch_from_columns(batch, cfg.model.graph.bond_feature, collator.fingerprint_bits)
         graphs.append(module.model.encode_graph(graph_batch.to(device)))
         if cfg.objective != "graphcl":
-            column = "text_features" if text_mode == "locked" else "text_input_ids"
-            offsets, paragraphs = _list_of_lists(batch.column(column))
+            offsets, paragraphs = _list_of_lists(batch.column(text_column(text_mode)))
             texts.append(module.embed_text(_to(collator.text_view(paragraphs, offsets[:-1]), device)))
         tables.append(batch)
         seen += batch.num_rows
@@ -415,6 +422,10 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
         cfg = cfg.model_copy(update={"graph_init": str(resolve_model_dir(cfg.graph_init).resolve())})
     if cfg.init_from:
         cfg, init_dir = resolve_init_from(cfg, text_mode, progress)
+    if text_mode == "partial" and cfg.objective != "graphcl":
+        from momu.models.text import check_train_layers
+
+        check_train_layers(cfg.model.text, cfg.text_train_layers)  # here, not inside a Ray Data actor
     from momu.pretrain.data import build_pretrain_data
 
     data = build_pretrain_data(cfg, n, text_mode)
@@ -508,7 +519,8 @@ def export_model(cfg: PretrainConfig, text_mode: str, checkpoint_path: str, dire
 def resolve_init_from(cfg: PretrainConfig, text_mode: str, progress: bool = True) -> tuple[PretrainConfig, Path]:
     """Download/locate the init_from model once; its config becomes the run's `model`. In locked mode the text
     features are computed from the text encoder's pretrained weights, so the init model's text tower must
-    still be exactly those weights (a finetuned one needs text_mode frozen or finetune)."""
+    still be exactly those weights (a finetuned one needs text_mode frozen or finetune); in partial mode the
+    same holds below the trained top layers."""
     from momu.config import MoMuConfig
     from momu.models.loading import resolve_model_dir
     from momu.models.momu import CONFIG_FILE, MoMu
@@ -519,14 +531,16 @@ def resolve_init_from(cfg: PretrainConfig, text_mode: str, progress: bool = True
     if saved != cfg.model and progress:
         print(f"init_from: using the model config of {cfg.init_from} (graph_encoder {saved.graph_encoder})")
     cfg = cfg.model_copy(update={"model": saved})
-    if text_mode == "locked" and cfg.objective != "graphcl":
+    if text_mode in ("locked", "partial") and cfg.objective != "graphcl":
         tuned = MoMu.from_pretrained(init_dir).text_encoder.state_dict()
-        stock = TextEncoder(saved.text).state_dict()
-        changed = [k for k, v in stock.items() if not torch.equal(v, tuned[k])]
+        stock_encoder = TextEncoder(saved.text)
+        top = stock_encoder.top_state_prefixes(cfg.text_train_layers) if text_mode == "partial" else ()
+        changed = [k for k, v in stock_encoder.state_dict().items()
+                   if not k.startswith(top) and not torch.equal(v, tuned[k])]
         if changed:
             raise ValueError(f"init_from: {cfg.init_from} has a finetuned text tower ({len(changed)} tensors differ "
-                             f"from {saved.text.name_or_path}); text_mode locked would use the wrong features: "
-                             "use text_mode frozen or finetune")
+                             f"from {saved.text.name_or_path}, e.g. {changed[0]}); text_mode {text_mode} would use "
+                             "the wrong cached text inputs: use text_mode frozen or finetune")
     return cfg, init_dir
 
 
