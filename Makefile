@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench browser clean
+.PHONY: install wordnet demo test test-fast bench browser clean
 
 $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,14 @@ install: $(STAMP)
 demo: install
 	$(BIN)/momu pretrain --config configs/demo.yaml --output-dir runs/demo/model
 
-test: install
+# WordNet 3.0 (Debian packages) for the METEOR caption metric; a no-op when present.
+wordnet:
+	.ci/install-wordnet
+
+test: install wordnet
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: install wordnet
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: install

@@ -258,7 +258,7 @@ def main() -> None:
     from momu.ray_session import start_local_ray
 
     start_local_ray(args.cores, log_to_driver=False, configure_logging=False)
-    from momu.config import EmbedConfig
+    from momu.embed.config import EmbedConfig
     from momu.embed.job import format_summary, run_embedding
 
     actors = args.cores

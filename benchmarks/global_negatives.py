@@ -30,9 +30,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
-    from momu.config import PretrainConfig, ScalingSection
+    from momu.config import ScalingSection
+    from momu.pretrain.config import PretrainConfig
     from momu.ray_session import start_local_ray
-    from momu.train.ray_train import run_pretrain
+    from momu.pretrain.ray_train import run_pretrain
 
     start_local_ray(os.cpu_count(), log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="momu-negatives-"))

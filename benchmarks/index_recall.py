@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 def ensure_shards(shards: Path, model: str | None) -> None:
     if (shards / "DONE.json").is_file():
         return
-    from momu.config import EmbedConfig, load_config
+    from momu.config import load_config
+    from momu.embed.config import EmbedConfig
     from momu.embed.job import format_summary, run_embedding
 
     overrides = {"output_dir": str(shards)}

@@ -34,10 +34,10 @@ def plain_ddp_worker(rank: int, world: int, port: int, cache_dir: str, config_js
     import torch
     import torch.distributed as dist
 
-    from momu.config import PretrainConfig
+    from momu.pretrain.config import PretrainConfig
     from momu.data.pipeline import featurize_records
     from momu.models.momu import build_model
-    from momu.train.contrastive import ContrastiveCollator, ContrastiveModule, contrastive_objective
+    from momu.pretrain.contrastive import ContrastiveCollator, ContrastiveModule, contrastive_objective
 
     torch.set_num_threads(1)
     cfg = PretrainConfig.model_validate(config_json)
@@ -105,9 +105,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import ray
 
-    from momu.config import PretrainConfig, ScalingSection
+    from momu.config import ScalingSection
+    from momu.pretrain.config import PretrainConfig
     from momu.ray_session import start_local_ray
-    from momu.train.ray_train import run_pretrain
+    from momu.pretrain.ray_train import run_pretrain
 
     start_local_ray(os.cpu_count(), log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="momu-bench-"))
@@ -124,7 +125,8 @@ def main() -> None:
 
     # Warm the locked-text cache first so its one-off cost is measured on its own.
     t0 = time.perf_counter()
-    from momu.data.pipeline import cached_text_features, read_inputs, split_heldout
+    from momu.data.pipeline import cached_text_features, split_heldout
+    from momu.pretrain.data import read_inputs
 
     cfg0 = PretrainConfig(data_paths=[args.data], text_cache_dir=cache)
     table, _ = read_inputs(cfg0)

@@ -285,7 +285,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
     from momu.ray_session import start_local_ray
     from serving.app import compose
 

@@ -4,8 +4,8 @@
     momu serve --config serving/config.yaml  # the same, on 127.0.0.1, Ctrl-C to stop
 
 `app` is the application builder Serve imports (`import_path: serving.app:app`); it takes the `args:` of the
-config file as a `momu.config.ServeConfig`. Later deployments (captioning, generation) are bound here too and
-handed to the ingress like the encoder and index.
+config file as a `momu.config.ServeConfig`. The `Captioner` deployment (retrieval captioner over `caption_pool`,
+POST /v1/caption) is bound here too and handed to the ingress like the encoder and index.
 
 Errors are JSON: {"error": <class>, "detail": [{"field": ..., "reason": ...}]}. Bad input is a 4xx naming the field
 (400 malformed JSON, 401 API key, 413 body too large, 422 invalid value); it never reaches the model.
@@ -26,10 +26,12 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from momu.chem.draw import DrawingCache
-from momu.config import ServeConfig
+from momu.serve.config import ServeConfig
 from serving import errors
-from serving.deployments import Encoder, Index
+from serving.deployments import Captioner, Encoder, Index
 from serving.schemas import (
+    CaptionRequest,
+    CaptionResponse,
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
@@ -44,7 +46,7 @@ from serving.schemas import (
     SimilarityResponse,
     TextHit,
 )
-from serving.validation import check_items, check_k, check_smiles, check_text
+from serving.validation import InputError, check_items, check_k, check_smiles, check_text
 
 log = logging.getLogger("ray.serve")
 
@@ -92,11 +94,14 @@ def _same_model(built_by: dict, served: dict) -> Optional[bool]:
 @serve.deployment(name="MoMuAPI", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
 @serve.ingress(api)
 class MoMuAPI:
-    def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, config: dict):
+    def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, config: dict,
+                 captioner: Optional[DeploymentHandle] = None):
         self.config = ServeConfig.model_validate(config)
         self.limits = self.config.limits
         self.encoder = encoder
         self.index = index
+        self.captioner = captioner
+        self._captioner_info: Optional[dict] = None
         key = self.config.api_key
         if self.config.api_key_env:
             key = os.environ.get(self.config.api_key_env) or None
@@ -119,6 +124,24 @@ class MoMuAPI:
         if self._indexes is None:
             self._indexes = await self.index.info.remote()
         return self._indexes
+
+    async def _captioner(self) -> Optional[dict]:
+        if self._captioner_info is None and self.captioner is not None:
+            self._captioner_info = await self.captioner.info.remote() or {}
+        return self._captioner_info or None
+
+    async def _require_captioner(self) -> dict:
+        info = await self._captioner()
+        if info is None:
+            raise errors.NotConfigured("no caption pool is configured on this server (caption_pool is null)")
+        if info["kind"] != "tanimoto":
+            model = await self._model_info()
+            if info.get("embeddings_model_sha256") != model["weights_sha256"]:
+                raise errors.NotConfigured(
+                    f"the caption pool's embeddings were made by another model (weights sha256 "
+                    f"{str(info.get('embeddings_model_sha256'))[:12]}) than the served one ({model['version']}): "
+                    "rebuild it with `momu caption pool --model <served model>` or use caption_kind tanimoto")
+        return info
 
     async def _require_index(self, name: str) -> int:
         info = await self._index_info()
@@ -163,10 +186,10 @@ class MoMuAPI:
     @api.get("/v1/models", response_model=ModelsResponse, responses=ERROR_RESPONSES)
     async def models(self) -> dict:
         """The served model (name, version, towers) and the indexes (size, kind, the model that built them)."""
-        model, indexes = await asyncio.gather(self._model_info(), self._index_info())
+        model, indexes, captioner = await asyncio.gather(self._model_info(), self._index_info(), self._captioner())
         out = {name: {**info, "model_matches": _same_model(info.get("model_info") or {}, model)}
                for name, info in indexes.items()}
-        return {"model": model, "indexes": out, "batching": self.config.batching.model_dump(),
+        return {"model": model, "indexes": out, "captioner": captioner, "batching": self.config.batching.model_dump(),
                 "limits": self.limits.model_dump()}
 
     # -- search -----------------------------------------------------------------------------------------------
@@ -226,6 +249,49 @@ class MoMuAPI:
         return {"scores": np.einsum("ij,ij->i", g, t).astype(float).tolist(), "model_version": model["version"]}
 
 
+    # -- captioning -------------------------------------------------------------------------------------------------
+    @api.post("/v1/caption", response_model=CaptionResponse, responses=ERROR_RESPONSES)
+    async def caption(self, request: CaptionRequest) -> dict:
+        """SMILES list -> per molecule, the description of its nearest known molecule in the caption pool (the
+        retrieval captioner), with that neighbour's id, SMILES and similarity. A molecule that cannot be read gets
+        a per-item `error` (the others are still captioned); a request beyond the limits is a 422."""
+        check_items(request.smiles, "smiles", self.limits)
+        k = check_k(request.k, self.limits)
+        info = await self._require_captioner()
+        items: list[dict] = []
+        good, graphs = [], []
+        for i, smiles in enumerate(request.smiles):
+            field = f"smiles[{i}]"
+            if len(smiles) > self.limits.max_smiles_chars:  # a limit of the request, not of the molecule
+                raise InputError(field, f"is {len(smiles)} characters long; the limit is "
+                                        f"{self.limits.max_smiles_chars} (limits.max_smiles_chars)")
+            try:
+                molecule = check_smiles(smiles, field, self.limits)
+            except InputError as err:
+                items.append({"input": smiles, "error": {"field": err.field, "reason": err.reason}})
+                continue
+            items.append({"input": smiles, "smiles": molecule.canonical_smiles})
+            good.append(i)
+            graphs.append(molecule.graph)
+        if good:
+            embeddings = await self.encoder.embed_graphs.remote(graphs) if info["kind"] != "tanimoto" else None
+            results = await self.captioner.caption.remote([items[i]["smiles"] for i in good], embeddings, k)
+            for i, result in zip(good, results):
+                items[i].update({key: result[key] for key in ("caption", "label", "captioner", "similarity_kind")})
+                items[i]["neighbours"] = [{key: n[key] for key in ("rank", "id", "cid", "smiles", "similarity",
+                                                                   "tanimoto", "caption", "source")}
+                                          for n in result["neighbours"]]
+            if request.draw:
+                for i in good:
+                    shown = [items[i]["smiles"]] + [n["smiles"] for n in items[i]["neighbours"]]
+                    svgs = await self._draw(shown)
+                    items[i]["svg"] = svgs[0]
+                    for n, svg in zip(items[i]["neighbours"], svgs[1:]):
+                        n["svg"] = svg
+        return {"results": items, "captioner": info["captioner"], "captioner_version": info["version"],
+                "pool_size": info["pool_size"]}
+
+
 # -- the builder --------------------------------------------------------------------------------------------------
 
 def resolve_path(path: Optional[str]) -> Optional[str]:
@@ -236,7 +302,7 @@ def resolve_path(path: Optional[str]) -> Optional[str]:
     return str(p if p.is_absolute() else (REPO_ROOT / p).resolve())
 
 
-DEPLOYMENTS = ("MoMuAPI", "Encoder", "Index")
+DEPLOYMENTS = ("MoMuAPI", "Encoder", "Index", "Captioner")
 
 
 def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> serve.Application:
@@ -248,12 +314,16 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
         raise ValueError(f"deployments: unknown deployment(s) {unknown}; this application has {list(DEPLOYMENTS)}")
     config = config.model_copy(update={"model": resolve_path(config.model),
                                        "molecule_index": resolve_path(config.molecule_index),
-                                       "text_index": resolve_path(config.text_index)})
+                                       "text_index": resolve_path(config.text_index),
+                                       "caption_pool": resolve_path(config.caption_pool)})
     batching = config.batching.model_dump()
     encoder = Encoder.options(**options.get("Encoder", {})).bind(config.model, config.device, config.torch_threads,
                                                                 batching, config.precision)
     index = Index.options(**options.get("Index", {})).bind(config.molecule_index, config.text_index, batching)
-    return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump())
+    # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
+    captioner = Captioner.options(**options.get("Captioner", {})).bind(
+        config.caption_pool, config.caption_kind, config.caption_fusion_k, config.caption_fusion_weight, batching)
+    return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump(), captioner)
 
 
 def build_app(args: ServeConfig) -> serve.Application:

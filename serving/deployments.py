@@ -13,7 +13,6 @@ then trickle into the queue one by one, batches stay at ~1-2 items, and throughp
 """
 
 import asyncio
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -29,11 +28,9 @@ def model_identity(source: str, model_dir: Path) -> dict:
     """name / version / weights hash of a served model, named as the embedding job names it (momu embed), so an
     index's model_info can be compared with the served model: `models:/name/version` URIs keep their name and
     version; a local directory is "<parent>/<dir>" and versioned by the SHA-256 of its weights."""
-    digest = hashlib.sha256()
-    with open(model_dir / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    sha = digest.hexdigest()
+    from momu.models.loading import weights_sha256
+
+    sha = weights_sha256(model_dir)
     if source.startswith("models:/"):
         name, _, version = source[len("models:/"):].strip("/").rpartition("/")
         return {"name": name or version, "version": version if name else "latest", "source": source,
@@ -216,3 +213,67 @@ class Index:
     def stats(self) -> dict:
         """Totals since start: batched searches, queries, seconds spent searching."""
         return dict(self._stats)
+
+
+@serve.deployment(name="Captioner", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+class Captioner:
+    """The retrieval captioner (momu.caption.retrieval) over a caption pool; `caption(smiles, embeddings, k)`
+    returns, per canonical SMILES, a CaptionResult dict. For the MoMu kinds the queries' graph embeddings come
+    from the Encoder (the ingress checks that it is the model the pool's embeddings were made with). Without a
+    configured pool the deployment stays idle and `info()` is None."""
+
+    def __init__(self, pool: Optional[str] = None, kind: str = "tanimoto", fusion_k: int = 10,
+                 fusion_weight: float = 0.5, batching: Optional[dict] = None):
+        self.captioner = None
+        if pool:
+            from momu.caption.retrieval import RetrievalCaptioner
+
+            started = time.perf_counter()
+            self.captioner = RetrievalCaptioner(pool, kind, None, fusion_k, fusion_weight)
+            log.info("Captioner: %s %s, %d pool molecules, loaded in %.1fs", self.captioner.name,
+                     self.captioner.version, len(self.captioner.pool), time.perf_counter() - started)
+        batching = dict(batching or {})
+        self._enabled = bool(batching.get("enabled", True))
+        self._caption_item.set_max_batch_size(int(batching.get("max_batch_size", 32)))
+        self._caption_item.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.002)))
+        self.batch_sizes: list[int] = []
+
+    def _caption_many(self, items: list[tuple[str, Optional[np.ndarray], int]]) -> list[dict]:
+        from rdkit import Chem
+
+        self.batch_sizes = (self.batch_sizes + [len(items)])[-1000:]
+        mols = [Chem.MolFromSmiles(smiles) for smiles, _, _ in items]
+        embeddings = None
+        if self.captioner.kind != "tanimoto":
+            embeddings = np.stack([np.asarray(e, np.float32) for _, e, _ in items])
+        kmax = max(k for _, _, k in items)
+        results = self.captioner.caption_mols(mols, k=kmax, graph_embeddings=embeddings)
+        out = []
+        for (_, _, k), result in zip(items, results):
+            record = result.as_dict()
+            record["neighbours"] = record["neighbours"][:k]
+            out.append(record)
+        return out
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _caption_item(self, items: list[tuple[str, Optional[np.ndarray], int]]) -> list[dict]:
+        return self._caption_many(items)
+
+    async def caption(self, smiles: list[str], embeddings: Optional[np.ndarray], k: int) -> list[dict]:
+        """Canonical SMILES (already validated) [+ their graph embeddings] -> caption dicts, input order."""
+        if self.captioner is None:
+            raise RuntimeError("no caption pool is configured")
+        items = [(s, None if embeddings is None else embeddings[i], int(k)) for i, s in enumerate(smiles)]
+        if self._enabled:
+            return list(await asyncio.gather(*(self._caption_item(it) for it in items)))
+        return self._caption_many(items)
+
+    def info(self) -> Optional[dict]:
+        if self.captioner is None:
+            return None
+        pool = self.captioner.pool
+        return {"captioner": self.captioner.name, "version": self.captioner.version, "kind": self.captioner.kind,
+                "pool_size": len(pool), "pool": str(pool.path), "embeddings_model_sha256": pool.embeddings_sha256}
+
+    def recent_batch_sizes(self) -> list[int]:
+        return list(self.batch_sizes)

@@ -60,6 +60,16 @@ class SimilarityRequest(_Request):
     pairs: list[Pair] = Field(..., examples=[[{"smiles": "CCO", "text": "The molecule is a primary alcohol."}]])
 
 
+class CaptionRequest(_Request):
+    """Molecules (SMILES) -> the retrieval captioner's caption of each: the description of its nearest known
+    molecule in the caption pool."""
+
+    smiles: list[str] = Field(..., description="molecules to caption", examples=[["CC(=O)Oc1ccccc1C(=O)O"]])
+    k: int = Field(1, ge=1, strict=True, description="neighbours to return per molecule, best first (at most "
+                                                      "limits.max_k); the caption is the first one's description")
+    draw: bool = Field(False, strict=True, description="include SVG drawings of each query and neighbour")
+
+
 # -- responses -----------------------------------------------------------------------------------------------------
 
 class MoleculeHit(BaseModel):
@@ -107,6 +117,39 @@ class SimilarityResponse(BaseModel):
     model_version: str
 
 
+class CaptionNeighbour(BaseModel):
+    rank: int
+    id: str = Field(..., description="pool id: <source>:<CID>")
+    cid: str
+    smiles: str
+    similarity: float = Field(..., description="the captioner's score (similarity_kind)")
+    tanimoto: float = Field(..., description="Morgan r2/2048 Tanimoto to the query")
+    caption: str = Field(..., description="this neighbour's description")
+    source: str
+    svg: Optional[str] = None
+
+
+class CaptionItem(BaseModel):
+    """One molecule's caption, or its error (error set, caption null)."""
+
+    input: str
+    smiles: Optional[str] = Field(None, description="canonical SMILES of the query")
+    caption: Optional[str] = Field(None, description="the description of the nearest known molecule")
+    label: Optional[str] = Field(None, description="what the caption is (retrieved, not generated)")
+    captioner: Optional[str] = None
+    similarity_kind: Optional[str] = None
+    neighbours: list[CaptionNeighbour] = Field(default_factory=list)
+    svg: Optional[str] = Field(None, description="drawing of the query when draw=true")
+    error: Optional["ErrorDetail"] = Field(None, description="why this molecule was not captioned")
+
+
+class CaptionResponse(BaseModel):
+    results: list[CaptionItem]
+    captioner: str
+    captioner_version: str
+    pool_size: int
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"]
 
@@ -131,9 +174,19 @@ class ModelInfo(BaseModel):
     precision: str
 
 
+class CaptionerInfo(BaseModel):
+    captioner: str
+    version: str
+    kind: str
+    pool_size: int
+    pool: str
+    embeddings_model_sha256: Optional[str] = None
+
+
 class ModelsResponse(BaseModel):
     model: ModelInfo
     indexes: dict[str, IndexInfo]
+    captioner: Optional[CaptionerInfo] = Field(None, description="the retrieval captioner, when configured")
     batching: dict
     limits: dict
 
@@ -147,3 +200,6 @@ class ErrorResponse(BaseModel):
     error: str = Field(..., description="machine-readable class: invalid_request, malformed_json, "
                                         "payload_too_large, unauthorized, not_found, not_configured, unavailable")
     detail: list[ErrorDetail]
+
+
+CaptionItem.model_rebuild()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from momu.chem.featurize import MolGraph, Rejection, featurize_mol, parse_smiles
-from momu.config import ServeLimits
+from momu.serve.config import ServeLimits
 from rdkit import Chem
 
 

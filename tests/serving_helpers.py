@@ -30,11 +30,15 @@ class Assets:
     ids: list  # molecule index rows, in order
     smiles: list
     texts: list  # text index rows (descriptions), in order
+    caption_pool_dir: Path  # retrieval caption pool of the same molecules (Tanimoto; no embeddings)
 
 
 def build_assets(model, out_dir: Path, n: int = 120) -> Assets:
-    """Save `model` and index the first `n` molecules of the ChEBI-20 slice and their descriptions."""
+    """Save `model` and index the first `n` molecules of the ChEBI-20 slice and their descriptions; a caption pool
+    of the same rows."""
     import pyarrow as pa
+
+    from momu.caption.pool import build_pool
 
     from momu.chem.featurize import canonical_smiles, featurize_smiles
     from momu.data.readers import read_chebi20
@@ -57,7 +61,11 @@ def build_assets(model, out_dir: Path, n: int = 120) -> Assets:
     text_emb = model.embed_texts(texts).numpy()
     RetrievalIndex.build(text_emb, ids, pa.table({"text": texts, "smiles": raw_smiles}), kind="exact",
                          model_info={"model_name": "test-model"}).save(out_dir / "text_index")
-    return Assets(Path(model_dir), out_dir / "molecule_index", out_dir / "text_index", mol_ids, mol_smiles, texts)
+    lines = SLICE.read_text().splitlines()
+    (out_dir / "caption_source.tsv").write_text("\n".join(lines[: n + 1]) + "\n")
+    build_pool([("chebi20-slice", out_dir / "caption_source.tsv")], [], out_dir / "caption_pool")
+    return Assets(Path(model_dir), out_dir / "molecule_index", out_dir / "text_index", mol_ids, mol_smiles, texts,
+                  out_dir / "caption_pool")
 
 
 def free_port() -> int:
@@ -71,6 +79,7 @@ TEST_DEPLOYMENT_OPTIONS = {
     "MoMuAPI": {"ray_actor_options": {"num_cpus": 0.25}},
     "Encoder": {"ray_actor_options": {"num_cpus": 0.5}},
     "Index": {"ray_actor_options": {"num_cpus": 0.25}},
+    "Captioner": {"ray_actor_options": {"num_cpus": 0.25}},
 }
 
 

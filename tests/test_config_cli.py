@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from momu.cli import build_parser, main
-from momu.config import ConfigError, TrainConfig, flatten_config, load_config
+from momu.config import ConfigError, flatten_config, load_config
+from momu.pretrain.config import TrainConfig
 
 from conftest import REPO
 
@@ -75,9 +76,10 @@ def test_cli_convert_corpus(tmp_path, capsys):
 
 
 def test_training_summary_names_selection_only_when_configured(capsys, tmp_path):
-    from momu.cli import print_training_result
-    from momu.config import PretrainConfig, RetrievalFinetuneConfig
-    from momu.train.ray_train import PretrainResult
+    from momu.pretrain.cli import print_training_result
+    from momu.pretrain.config import PretrainConfig
+    from momu.retrieval.config import RetrievalFinetuneConfig
+    from momu.pretrain.ray_train import PretrainResult
 
     metrics = {"step": 12, "epoch": 3, "train_loss": 0.5, "val_acc_g2t": 0.25, "val_acc_t2g": 0.5,
                "val_chance": 0.02, "samples_per_s_overall": 99.0, "data_wait_fraction": 0.031,

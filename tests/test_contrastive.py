@@ -7,9 +7,9 @@ import torch
 
 from momu.chem.columns import GRAPH_SCHEMA, graphs_to_columns
 from momu.chem.featurize import featurize_smiles
-from momu.data.pipeline import EncodeTextFeatures, TokenizeTexts, featurize_records
+from momu.data.pipeline import EncodeTextFeatures, EncodeTextHidden, TokenizeTexts, featurize_records
 from momu.data.records import build_records
-from momu.train.contrastive import (ContrastiveCollator, ContrastiveModule, choose_two_paragraphs,
+from momu.pretrain.contrastive import (ContrastiveCollator, ContrastiveModule, choose_two_paragraphs,
                                     contrastive_objective)
 
 from conftest import SAMPLE
@@ -114,7 +114,7 @@ def test_graphcl_objective_uses_graph_views_only(prepared, small_model_config):
 
 
 def test_prefetched_batches_keep_order_skip_and_errors():
-    from momu.train.contrastive import PrefetchedBatches
+    from momu.pretrain.contrastive import PrefetchedBatches
 
     seen = []
 
@@ -143,7 +143,8 @@ def test_prefetched_batches_keep_order_skip_and_errors():
 
 
 def test_collator_for_config_takes_the_run_settings():
-    from momu.config import MoMuConfig, PretrainConfig
+    from momu.config import MoMuConfig
+    from momu.pretrain.config import PretrainConfig
 
     cfg = PretrainConfig(data_paths=["x"], seed=7, augment1="subgraph", augment2="none", drop_ratio=0.2)
     made = ContrastiveCollator.for_config(cfg, rank=1, text_mode="locked", pad_token_id=3)
@@ -152,3 +153,76 @@ def test_collator_for_config_takes_the_run_settings():
     assert made.fingerprint_bits is None
     fp = PretrainConfig(data_paths=["x"], model=MoMuConfig(graph_encoder="fingerprint"))
     assert ContrastiveCollator.for_config(fp, 0, "locked").fingerprint_bits == fp.model.fingerprint.n_bits
+
+
+# -- partial text mode: top layers train on cached lower-layer hidden states --------------------------------------
+
+@pytest.mark.parametrize("train_layers,dtype,rel", [(2, "float32", 1e-5), (1, "float16", 2e-3)])
+def test_partial_text_equals_full_tower_with_lower_layers_frozen(prepared, small_model_config, train_layers, dtype,
+                                                                 rel):
+    """Cached hidden states -> top layers -> pool -> head == the whole live tower (lower layers frozen), dropout
+    off: the same text embeddings and the same loss on real ChEBI-20 pairs."""
+    from momu.models.momu import build_model
+
+    tokens, _ = prepared
+    hidden = EncodeTextHidden(small_model_config.text.model_dump(mode="json"), train_layers, dtype)(tokens)
+    torch.manual_seed(0)
+    model = build_model(small_model_config)
+    full = ContrastiveModule(model, "momu", "finetune")
+    for module in [model.text_encoder.model.embeddings, *model.text_encoder.layers()[:-train_layers]]:
+        module.requires_grad_(False)
+    partial = ContrastiveModule(model, "momu", "partial", train_layers)
+    full_in = collator("finetune")(tokens, epoch=0, batch_index=0)
+    part_in = collator("partial")(hidden, epoch=0, batch_index=0)
+    assert part_in.text1["hidden"].dtype == torch.float32 and part_in.text1["hidden"].shape[-1] == 384
+    # Only real tokens are cached: each paragraph's length is its token count, so the masks agree.
+    assert torch.equal(part_in.text1["attention_mask"].sum(1), full_in.text1["attention_mask"].sum(1))
+    full.eval(), partial.eval()
+    torch.testing.assert_close(partial.embed_text(part_in.text1), full.embed_text(full_in.text1),
+                               rtol=rel, atol=rel)
+    loss_full = float(contrastive_objective(full(full_in), "momu", 0.1))
+    loss_partial = float(contrastive_objective(partial(part_in), "momu", 0.1))
+    assert loss_partial == pytest.approx(loss_full, rel=rel)
+
+
+def test_partial_text_gradients_reach_only_top_layers_heads_and_gin(prepared, small_model_config):
+    from momu.models.momu import build_model
+
+    tokens, _ = prepared
+    hidden = EncodeTextHidden(small_model_config.text.model_dump(mode="json"), 2)(tokens)
+    assert hidden.schema.field("text_hidden").type.value_type.value_type.value_type == pa.float16()
+    torch.manual_seed(0)
+    model = build_model(small_model_config)
+    module = ContrastiveModule(model, "momu", "partial", 2).train()
+    top = [model.text_encoder.model.encoder.layer[4], model.text_encoder.model.encoder.layer[5]]
+    assert all(m.training for m in top) and not model.text_encoder.model.encoder.layer[3].training
+    assert not model.text_encoder.model.embeddings.training  # cached part: no dropout
+    loss = contrastive_objective(module(collator("partial")(hidden, 0, 0)), "momu", 0.1)
+    loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # what the optimiser receives
+    expected = {n for n, _ in model.named_parameters()
+                if n.startswith(("graph_encoder.", "graph_proj.", "text_proj.", "text_encoder.model.encoder.layer.4.",
+                                 "text_encoder.model.encoder.layer.5."))}
+    assert trainable == expected
+    assert with_grad == {n for n in expected if "graph_encoder" not in n} | \
+        {n for n in with_grad if n.startswith("graph_encoder.")}
+    assert any(n.startswith("graph_encoder.") for n in with_grad)
+    assert all(p.grad is None for n, p in model.named_parameters() if n not in expected)
+    assert model.text_encoder.top_state_prefixes(2) == ("model.encoder.layer.4.", "model.encoder.layer.5.")
+
+
+def test_partial_text_config_errors(small_model_config):
+    from momu.models.text import check_train_layers
+    from momu.pretrain.config import PretrainConfig, TrainConfig
+
+    with pytest.raises(ValueError, match="text_train_layers: text_mode partial needs"):
+        PretrainConfig(text_mode="partial")
+    with pytest.raises(ValueError, match="text_train_layers: only text_mode partial"):
+        PretrainConfig(text_mode="locked", text_train_layers=2)
+    with pytest.raises(ValueError, match="text_train_layers"):
+        TrainConfig(text_mode="partial")
+    assert PretrainConfig(text_mode="partial", text_train_layers=2).text_cache_dtype == "float16"
+    with pytest.raises(ValueError, match=r"text_train_layers: 7 is not in 1..6"):
+        check_train_layers(small_model_config.text, 7)
+    check_train_layers(small_model_config.text, 6)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from rdkit import Chem
 
-from momu.config import EmbedConfig
+from momu.embed.config import EmbedConfig
 from momu.embed.output import EmbedOutput
 from momu.embed.sources import iter_parts
 

@@ -321,7 +321,8 @@ def job_config(job: dict):
     """The validated config a RayJob's entrypoint runs: its flags parsed by the real `momu` CLI, the way
     jobs/<job>.py hands them to momu.cli.main."""
     from momu.cli import build_parser, config_from_args
-    from momu.config import EmbedConfig, PretrainConfig
+    from momu.embed.config import EmbedConfig
+    from momu.pretrain.config import PretrainConfig
 
     argv = shlex.split(job["spec"]["entrypoint"])
     command = JOB_COMMANDS[argv[1]]

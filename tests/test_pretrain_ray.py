@@ -6,12 +6,14 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from momu.config import GINConfig, MoMuConfig, PretrainConfig, ScalingSection
-from momu.train.ray_train import run_pretrain
+from momu.config import GINConfig, MoMuConfig, ScalingSection
+from momu.pretrain.config import PretrainConfig
+from momu.pretrain.ray_train import run_pretrain
 
 from conftest import SAMPLE
 
@@ -72,7 +74,7 @@ def test_two_workers_train_log_and_register(ray_local, tmp_path, text_cache):
 
 def _checkpoint_at_step(run_dir: Path, step: int) -> tuple[Path, dict]:
     """(directory, saved train state) of the run's checkpoint taken at `step`."""
-    from momu.train.ray_train import CHECKPOINT_FILE
+    from momu.pretrain.ray_train import CHECKPOINT_FILE
 
     for directory in sorted(run_dir.glob("checkpoint_*")):
         saved = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
@@ -154,7 +156,7 @@ def test_graphcl_stage_then_graph_init(ray_local, tmp_path, text_cache):
     assert graphcl.metrics["step"] == 6
     assert graphcl.metrics["val_acc_g2t"] > graphcl.metrics["val_chance"]  # views of one molecule find each other
     from momu.models.momu import build_model
-    from momu.train.ray_train import load_graph_init
+    from momu.pretrain.ray_train import load_graph_init
 
     cfg = config(tmp_path, text_cache)
     model = build_model(cfg.model)
@@ -169,8 +171,9 @@ def test_graphcl_stage_then_graph_init(ray_local, tmp_path, text_cache):
 
 def test_missing_graph_init_fails_before_training(ray_local, tmp_path):
     """A bad graph_init is reported by the driver at once, not retried max_failures times inside workers."""
-    from momu.config import load_config, PretrainConfig
-    from momu.train.ray_train import run_pretrain
+    from momu.config import load_config
+    from momu.pretrain.config import PretrainConfig
+    from momu.pretrain.ray_train import run_pretrain
 
     cfg = load_config(PretrainConfig, "configs/pretrain_tiny.yaml",
                       {"graph_init": str(tmp_path / "no-such-model"), "storage_path": str(tmp_path)})
@@ -181,8 +184,8 @@ def test_missing_graph_init_fails_before_training(ray_local, tmp_path):
 def test_graphcl_libraries_with_row_number_ids_are_all_read(tmp_path):
     """Two libraries whose ids are row numbers must not drop each other's molecules as duplicates;
     the same SMILES in both files is kept once."""
-    from momu.config import PretrainConfig
-    from momu.data.pipeline import read_inputs
+    from momu.pretrain.config import PretrainConfig
+    from momu.pretrain.data import read_inputs
 
     (tmp_path / "a.csv").write_text("smiles,label\nCCO,1\nc1ccccc1,0\nCCN,1\n")
     (tmp_path / "b.csv").write_text("smiles,label\nCCCl,0\nCCO,1\n")
@@ -191,3 +194,41 @@ def test_graphcl_libraries_with_row_number_ids_are_all_read(tmp_path):
     assert sorted(table.column("smiles").to_pylist()) == sorted(["CCO", "c1ccccc1", "CCN", "CCCl"])
     assert len(set(table.column("id").to_pylist())) == 4
     assert report.metadata["duplicate_smiles_dropped"] == 1
+
+
+def test_partial_text_mode_trains_checkpoints_and_exports(ray_local, tmp_path, text_cache):
+    """text_mode partial on 1 worker: the top text layer trains, its weights are checkpointed, and the exported
+    model reloads and embeds texts exactly as the training-time module does from the cached hidden states."""
+    from momu.data.pipeline import EncodeTextHidden
+    from momu.models.momu import MoMu, build_model
+    from momu.pretrain.contrastive import ContrastiveModule, pad_hidden_states
+    from momu.pretrain.ray_train import CHECKPOINT_FILE
+
+    # 120 real pairs: caching hidden states costs most of the lower tower's forward pass, per paragraph.
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(Path(CHEBI_SLICE).read_text().splitlines()[:121]) + "\n")
+    cfg = config(tmp_path, text_cache, data_paths=[str(pairs)], text_mode="partial", text_train_layers=1,
+                 max_steps=3, checkpoint_every=3, scaling=ScalingSection(num_workers=1, cpus_per_worker=1),
+                 run_name="partial")
+    result = run_pretrain(cfg, log_to_mlflow=False, progress=False)
+    assert result.metrics["step"] == 3 and result.data_summary["train_rows"] + result.data_summary["val_rows"] == 120
+    assert len(result.data_summary["text_cache"]) == 2  # train and validation hidden states, cached
+    saved = torch.load(Path(result.checkpoint_path) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    text_keys = {k for k in saved["model"] if k.startswith("text_encoder.")}
+    assert text_keys and all(k.startswith("text_encoder.model.encoder.layer.5.") for k in text_keys)
+    stock = build_model(cfg.model)
+    key = "text_encoder.model.encoder.layer.5.output.dense.weight"
+    assert not torch.equal(saved["model"][key], stock.state_dict()[key])  # the top layer trained
+
+    exported = MoMu.from_pretrained(result.model_dir)
+    lower = "text_encoder.model.encoder.layer.4.output.dense.weight"
+    assert torch.equal(exported.state_dict()[lower], stock.state_dict()[lower])
+    # The training-time module: stock weights + checkpoint, text from cached (float32 here) hidden states.
+    stock.load_state_dict(saved["model"], strict=False)
+    module = ContrastiveModule(stock, "momu", "partial", 1).eval()
+    texts = [line.split("\t")[2] for line in Path(CHEBI_SLICE).read_text().splitlines()[1:7]]
+    records = pa.table({"texts": [[t] for t in texts]})
+    hidden = EncodeTextHidden(cfg.model.text.model_dump(mode="json"), 1, "float32")(records)
+    with torch.no_grad():
+        live = module.embed_text(pad_hidden_states(hidden.column("text_hidden").combine_chunks().flatten()))
+    torch.testing.assert_close(exported.embed_texts(texts), live, rtol=1e-5, atol=1e-5)

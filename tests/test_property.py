@@ -107,7 +107,7 @@ def test_split_save_load_and_random_split(tmp_path):
 # -- loss and metrics -------------------------------------------------------------------------------------------
 
 def test_masked_bce_ignores_missing_labels():
-    from momu.eval.property_metrics import masked_bce_with_logits
+    from momu.property.metrics import masked_bce_with_logits
 
     logits = torch.tensor([[0.3, -1.0], [2.0, 0.5], [-0.7, 1.5]], requires_grad=True)
     labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0], [float("nan"), float("nan")]])
@@ -123,7 +123,7 @@ def test_masked_bce_ignores_missing_labels():
 
 
 def test_roc_auc_matches_sklearn_with_ties():
-    from momu.eval.property_metrics import roc_auc
+    from momu.property.metrics import roc_auc
 
     metrics = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(0)
@@ -136,7 +136,7 @@ def test_roc_auc_matches_sklearn_with_ties():
 
 
 def test_multitask_roc_auc_masks_missing_and_skips_single_class_tasks():
-    from momu.eval.property_metrics import multitask_rmse, multitask_roc_auc, roc_auc
+    from momu.property.metrics import multitask_rmse, multitask_roc_auc, roc_auc
 
     nan = float("nan")
     labels = np.array([[1, 1, nan, 0], [0, 1, nan, nan], [1, 1, nan, 1], [0, 1, nan, 0], [nan, 0, nan, 1]])
@@ -158,8 +158,8 @@ def test_multitask_roc_auc_masks_missing_and_skips_single_class_tasks():
 # -- data -------------------------------------------------------------------------------------------------------
 
 def test_data_reports_and_skips_unparseable_smiles_and_caches(tmp_path):
-    from momu.config import PropertyDataSection
-    from momu.train.property import load_property_data
+    from momu.property.config import PropertyDataSection
+    from momu.property.train import load_property_data
 
     rows = BBBP_SLICE.read_text().splitlines()
     bad = rows[:1] + ["C1CC(,1", "not_a_molecule,0"] + rows[1:]
@@ -179,8 +179,8 @@ def test_data_reports_and_skips_unparseable_smiles_and_caches(tmp_path):
 
 
 def test_cap_parts_keep_positives():
-    from momu.config import PropertyDataSection
-    from momu.train.property import cap_parts, load_property_data
+    from momu.property.config import PropertyDataSection
+    from momu.property.train import cap_parts, load_property_data
 
     data = load_property_data(PropertyDataSection(path=str(TOX21_SLICE), cache_dir=None), progress=False)
     positive = np.nan_to_num(data.labels, nan=0).max(axis=1) == 1
@@ -199,8 +199,8 @@ def test_cap_parts_keep_positives():
 
 def test_pretrained_init_loads_gin_and_hands_over_self_loops(tmp_path, small_model):
     from momu.chem.featurize import featurize_smiles, graphs_to_pyg_batch
-    from momu.config import PropertyModelSection
-    from momu.models.property import build_property_model
+    from momu.property.config import PropertyModelSection
+    from momu.property.model import build_property_model
 
     model_dir = small_model.save_pretrained(tmp_path / "momu")
     section = PropertyModelSection(init=str(model_dir), graph=_tiny_graph(num_layers=5, emb_dim=300))
@@ -237,7 +237,7 @@ def test_pretrained_init_loads_gin_and_hands_over_self_loops(tmp_path, small_mod
 # -- finetuning and prediction ----------------------------------------------------------------------------------
 
 def _finetune_config(tmp_path, **overrides):
-    from momu.config import PropertyFinetuneConfig
+    from momu.property.config import PropertyFinetuneConfig
 
     base = {"data": {"path": str(BBBP_SLICE), "cache_dir": str(tmp_path / "cache")},
             "model": {"graph": _tiny_graph(dropout=0.2).model_dump()},
@@ -248,7 +248,7 @@ def _finetune_config(tmp_path, **overrides):
 
 
 def test_short_finetune_beats_chance_on_validation(tmp_path):
-    from momu.train.property import finetune_property
+    from momu.property.train import finetune_property
 
     path = shared_path("moleculenet", "bbbp.csv")
     cfg = _finetune_config(tmp_path, data={"path": str(path), "max_train_molecules": 600},
@@ -290,8 +290,8 @@ def test_finetune_and_predict_cli(tmp_path, capsys):
     assert [(r["id"], r["reason"]) for r in rejects] == [("bad", "unparseable"), ("ring_open", "unparseable")]
     # prediction equals the finetuned model's own forward pass
     from momu.chem.featurize import featurize_smiles
-    from momu.models.property import load_property_model
-    from momu.train.property import predict_graphs
+    from momu.property.model import load_property_model
+    from momu.property.train import predict_graphs
 
     loaded = load_property_model(out / "model")
     direct = predict_graphs(loaded, [featurize_smiles("c1ccccc1")])
@@ -303,7 +303,7 @@ def test_finetune_and_predict_cli(tmp_path, capsys):
 
 
 def test_regression_dataset(tmp_path):
-    from momu.train.property import finetune_property
+    from momu.property.train import finetune_property
 
     path = tmp_path / "reg.csv"
     rows = list(csv.reader(open(BBBP_SLICE)))[1:]
@@ -321,7 +321,7 @@ def test_regression_dataset(tmp_path):
     assert result.metrics["metric"] == "rmse" and result.metrics["task_type"] == "regression"
     labels = np.array([float(r[1]) for r in list(csv.reader(open(path)))[1:]])
     assert result.metrics["test_rmse"] < labels.std()  # better than predicting the mean
-    from momu.models.property import load_property_model
+    from momu.property.model import load_property_model
 
     assert load_property_model(result.model_dir).label_std is not None
 
@@ -329,7 +329,7 @@ def test_regression_dataset(tmp_path):
 # -- sweep ------------------------------------------------------------------------------------------------------
 
 def test_summary_table_mean_std_and_average():
-    from momu.train.property_sweep import TrialRow, format_markdown, summarize_trials
+    from momu.property.sweep import TrialRow, format_markdown, summarize_trials
 
     rows = [TrialRow(ds, init, seed, "roc_auc", v, 0.7, 3, 1.0)
             for ds, init, seed, v in [("BBBP", "random", 0, 0.60), ("BBBP", "random", 1, 0.70),
@@ -352,8 +352,9 @@ def test_summary_table_mean_std_and_average():
 def test_sweep_makes_parent_run_child_runs_and_table(tmp_path, ray_local, small_model):
     import mlflow
 
-    from momu.config import load_config, PropertySweepConfig
-    from momu.train.property_sweep import run_property_sweep
+    from momu.config import load_config
+    from momu.property.config import PropertySweepConfig
+    from momu.property.sweep import run_property_sweep
 
     init_dir = small_model.save_pretrained(tmp_path / "pretrained")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

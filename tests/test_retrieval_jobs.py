@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from momu.config import (ConfigError, FingerprintConfig, GINConfig, MoMuConfig, RetrievalEvalConfig,
-                         RetrievalFinetuneConfig, ScalingSection, load_config)
-from momu.eval.retrieval_job import load_eval_pairs, run_retrieval_eval
+from momu.config import ConfigError, FingerprintConfig, GINConfig, MoMuConfig, ScalingSection, load_config
+from momu.retrieval.config import RetrievalEvalConfig, RetrievalFinetuneConfig
+from momu.retrieval.job import load_eval_pairs, run_retrieval_eval
 
 from conftest import SAMPLE
 
@@ -49,7 +49,7 @@ def saved_models(tmp_path_factory):
 # -- pure pieces -------------------------------------------------------------------------------------------------
 
 def test_warmup_linear_schedule_by_hand():
-    from momu.train.ray_train import lr_factor, planned_steps
+    from momu.pretrain.ray_train import lr_factor, planned_steps
 
     cfg = RetrievalFinetuneConfig(init_from="x", epochs=2, batch_size=10, warmup_fraction=0.2)
     assert planned_steps(cfg, rows_per_worker=55) == 10  # 5 full batches per epoch, 2 epochs
@@ -72,7 +72,7 @@ def test_configs_validate_with_named_fields(tmp_path):
     for name in ("evaluate_retrieval_chebi20", "finetune_retrieval_chebi20"):
         load_config(RetrievalEvalConfig if name.startswith("evaluate") else RetrievalFinetuneConfig,
                     Path(__file__).parents[1] / "configs" / f"{name}.yaml")
-    from momu.config import PretrainConfig
+    from momu.pretrain.config import PretrainConfig
 
     baseline = load_config(PretrainConfig, Path(__file__).parents[1] / "configs" / "baseline_fingerprint_chebi20.yaml")
     assert baseline.model.graph_encoder == "fingerprint" and baseline.select_best == "acc_mean"
@@ -84,7 +84,7 @@ def test_fingerprint_column_collation_and_vse_objective(saved_models):
     from momu.losses import vse_max_violation_loss
     from momu.models.fingerprint import FINGERPRINT_COLUMN, dense_fingerprints, fingerprints_for
     from momu.models.momu import MoMu
-    from momu.train.contrastive import ContrastiveCollator, ContrastiveModule, contrastive_objective
+    from momu.pretrain.contrastive import ContrastiveCollator, ContrastiveModule, contrastive_objective
 
     rows = chebi_rows(TEST_SLICE, 6)
     smiles = [r[1] for r in rows] + ["C1CC("]
@@ -114,7 +114,7 @@ def test_init_from_resolves_config_and_guards_locked_text(tmp_path, saved_models
     import shutil
 
     from momu.models.momu import MoMu
-    from momu.train.ray_train import resolve_init_from
+    from momu.pretrain.ray_train import resolve_init_from
 
     shutil.copytree(saved_models["gin"], tmp_path / "start")
     monkeypatch.chdir(tmp_path)
@@ -228,8 +228,8 @@ def test_cli_evaluate_retrieval(tmp_path, saved_models, capsys):
 def heldout_accuracy(model_dir: str, data: Path, fraction: float = 0.1) -> dict:
     """1-of-64 accuracy of a saved model on the fixed held-out rows of `data`, in file order (as validation)."""
     from momu.data.pairs import heldout_mask, load_pair_dataset
-    from momu.eval.retrieval import inbatch_accuracy
-    from momu.eval.retrieval_job import graph_embeddings, pooled_text_features
+    from momu.retrieval.metrics import inbatch_accuracy
+    from momu.retrieval.job import graph_embeddings, pooled_text_features
     from momu.models.momu import MoMu
 
     model = MoMu.from_pretrained(model_dir).eval()
@@ -247,7 +247,7 @@ def heldout_accuracy(model_dir: str, data: Path, fraction: float = 0.1) -> dict:
 def test_finetuning_improves_heldout_accuracy_and_exports_the_best(ray_local, tmp_path, saved_models, train_slice):
     import mlflow
 
-    from momu.train.ray_train import run_pretrain
+    from momu.pretrain.ray_train import run_pretrain
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = RetrievalFinetuneConfig(
@@ -273,9 +273,9 @@ def test_finetuning_improves_heldout_accuracy_and_exports_the_best(ray_local, tm
 
 @pytest.mark.slow
 def test_fingerprint_baseline_trains_and_evaluates_with_the_same_jobs(ray_local, tmp_path, train_slice):
-    from momu.config import PretrainConfig
+    from momu.pretrain.config import PretrainConfig
     from momu.models.momu import MoMu
-    from momu.train.ray_train import run_pretrain
+    from momu.pretrain.ray_train import run_pretrain
 
     cfg = PretrainConfig(
         data_paths=[str(train_slice["path"])], text_mode="locked", augment1="none", augment2="none", epochs=3,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from momu.eval.retrieval import (
+from momu.retrieval.metrics import (
     Ranks,
     batch_bounds,
     chance_direction_metrics,

@@ -24,7 +24,7 @@ LIMITS = {"max_k": 20, "max_items": 8, "max_text_chars": 300, "max_smiles_chars"
 # -- fast: pure pieces ---------------------------------------------------------------------------------------------
 
 def test_field_names_and_checks():
-    from momu.config import ServeLimits
+    from momu.serve.config import ServeLimits
     from serving.validation import InputError, check_items, check_k, check_smiles, check_text, field_name
 
     assert field_name(("body", "pairs", 2, "text")) == "pairs[2].text"
@@ -196,7 +196,7 @@ def test_serve_config_file_and_builder_contract():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
     from serving import app as app_module
     from serving.app import REPO_ROOT, load_serve_config
 
@@ -254,11 +254,12 @@ def _serve_actor_names():
 
 @pytest.fixture(scope="module")
 def served(ray_local, small_model, tmp_path_factory):
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
 
     assets = build_assets(small_model, tmp_path_factory.mktemp("serving"))
     config = ServeConfig(model=str(assets.model_dir), molecule_index=str(assets.molecule_index_dir),
-                         text_index=str(assets.text_index_dir), limits=LIMITS, api_key=API_KEY,
+                         text_index=str(assets.text_index_dir), caption_pool=str(assets.caption_pool_dir),
+                         limits=LIMITS, api_key=API_KEY,
                          batching={"enabled": True, "max_batch_size": 16, "batch_wait_timeout_s": 0.02})
     url = start_app(config, APP, free_port())
     try:
@@ -303,6 +304,13 @@ def test_healthz_and_models(served):
     assert info["indexes"]["texts"]["model_matches"] is None  # its model_info names no version
     assert info["model"]["name"].endswith("/model") and info["model"]["weights_sha256"].startswith(digest)
     assert info["limits"]["max_k"] == 20 and info["batching"]["max_batch_size"] == 16
+    from momu.caption.retrieval import CaptionPool
+
+    pool = CaptionPool(served.assets.caption_pool_dir)
+    assert info["captioner"] == {"captioner": "retrieval-tanimoto", "version": f"pool:{pool.version}",
+                                 "kind": "tanimoto", "pool_size": len(pool),
+                                 "pool": str(served.assets.caption_pool_dir), "embeddings_model_sha256": None}
+    assert 100 < len(pool) <= 120
 
 
 @pytest.mark.slow
@@ -422,6 +430,16 @@ BAD_INPUTS = [
     ("malformed JSON", "/v1/search/molecules", b'{"query": "acid", "k": }', 400, "", "not valid JSON"),
     ("truncated JSON", "/v1/embed", b'{"smiles": ["CCO"', 400, "", "not valid JSON"),
     ("no body", "/v1/similarity", b"", 422, "", "body is required"),
+    ("caption: empty list", "/v1/caption", {"smiles": []}, 422, "smiles", "must not be empty"),
+    ("caption: too many SMILES", "/v1/caption", {"smiles": ["C"] * 9}, 422, "smiles", "limits.max_items"),
+    ("caption: k over max_k", "/v1/caption", {"smiles": ["CCO"], "k": 21}, 422, "k", "limits.max_k"),
+    ("caption: k zero", "/v1/caption", {"smiles": ["CCO"], "k": 0}, 422, "k", "greater than or equal to 1"),
+    ("caption: over-long SMILES", "/v1/caption", {"smiles": ["CCO", "C" * 201]}, 422, "smiles[1]",
+     "limits.max_smiles_chars"),
+    ("caption: smiles not a list", "/v1/caption", {"smiles": "CCO"}, 422, "smiles", "valid list"),
+    ("caption: SMILES not a string", "/v1/caption", {"smiles": ["CCO", 5]}, 422, "smiles[1]", "valid string"),
+    ("caption: unknown field", "/v1/caption", {"smiles": ["CCO"], "top_k": 2}, 422, "top_k", "Extra inputs"),
+    ("caption: missing smiles", "/v1/caption", {"k": 2}, 422, "smiles", "Field required"),
     ("oversized body", "/v1/search/molecules", json.dumps({"query": "a" * 5000}).encode(), 413, "",
      "limits.max_body_bytes"),
 ]
@@ -470,13 +488,77 @@ def test_oversized_chunked_body_and_api_key(served):
     assert status == 404 and body["error"] == "not_found"
     status, body = get(served.url + "/openapi.json")
     assert status == 200 and {"/v1/search/molecules", "/v1/search/texts", "/v1/embed", "/v1/similarity",
-                              "/healthz", "/v1/models"} <= set(body["paths"])
+                              "/v1/caption", "/healthz", "/v1/models"} <= set(body["paths"])
     assert get(served.url + "/docs")[0] == 200
+
+
+@pytest.mark.slow
+def test_caption_endpoint_retrieves_the_nearest_known_molecule(served):
+    """POST /v1/caption equals the retrieval captioner run directly; a molecule of the pool gets its own caption
+    with similarity 1.0; an unreadable one gets a per-item error while the others are captioned."""
+    from momu.caption.retrieval import RetrievalCaptioner
+
+    direct = RetrievalCaptioner(served.assets.caption_pool_dir)
+    from momu.chem.featurize import featurize_smiles
+
+    pool_smiles = next(s for s in served.assets.smiles[5:] if len(s) <= 200 and featurize_smiles(s, max_atoms=60))
+    queries = [pool_smiles, "CC(=O)Oc1ccccc1C(=O)O", "C1CC", "*CC"]
+    status, body = _post(served, "/v1/caption", {"smiles": queries, "k": 3, "draw": True})
+    assert status == 200, body
+    assert body["captioner"] == "retrieval-tanimoto" and body["pool_size"] == len(direct.pool)
+    own, other, unparseable, dummy = body["results"]
+    assert own["neighbours"][0]["similarity"] == 1.0 and "nearest known molecule" in own["label"]
+    best = direct.caption_smiles([pool_smiles])[0].neighbour  # the molecule itself, or a stereo-free twin before it
+    assert own["caption"] == best.caption and own["neighbours"][0]["id"] == best.id and best.row <= \
+        direct.pool.smiles.index(pool_smiles)
+    expected = direct.caption_smiles(["CC(=O)Oc1ccccc1C(=O)O"], k=3)[0]
+    assert [n["id"] for n in other["neighbours"]] == [n.id for n in expected.neighbours]
+    assert [n["similarity"] for n in other["neighbours"]] == pytest.approx([n.similarity for n in expected.neighbours])
+    assert other["caption"] == expected.caption and other["smiles"] == "CC(=O)Oc1ccccc1C(=O)O"
+    assert other["svg"].startswith("<svg") and all(n["svg"].startswith("<svg") for n in other["neighbours"])
+    assert unparseable["caption"] is None and unparseable["error"]["field"] == "smiles[2]"
+    assert "unparseable" in unparseable["error"]["reason"]
+    assert dummy["error"]["field"] == "smiles[3]" and "unsupported_element" in dummy["error"]["reason"]
+    status, body = _post(served, "/v1/caption", {"smiles": ["OCC"]})  # defaults: k 1, no drawings
+    assert status == 200 and len(body["results"][0]["neighbours"]) == 1 and body["results"][0]["svg"] is None
+    within_limits = [s for s in served.assets.smiles if len(s) <= 200 and featurize_smiles(s, max_atoms=60)][:6]
+    with ThreadPoolExecutor(6) as pool:  # concurrent requests through the batching captioner, each its own answer
+        answers = list(pool.map(lambda s: _post(served, "/v1/caption", {"smiles": [s]}), within_limits))
+    assert len(answers) == 6
+    assert all(a[0] == 200 and a[1]["results"][0]["neighbours"][0]["similarity"] == 1.0 for a in answers)
+
+
+def test_captioner_deployment_fusion_outside_serve(small_model, tmp_path):
+    """The Captioner deployment's batch function with a fusion pool: queries' graph embeddings come from outside
+    (the encoder), each item keeps its own k, and the result equals the library's captioner."""
+    from momu.caption.pool import build_pool
+    from momu.caption.retrieval import load_captioner
+    from momu.chem.featurize import featurize_smiles
+    from serving.deployments import Captioner
+    from serving_helpers import SLICE
+
+    source = tmp_path / "src.tsv"
+    source.write_text("\n".join(SLICE.read_text().splitlines()[:41]) + "\n")
+    model_dir = small_model.save_pretrained(tmp_path / "model")
+    build_pool([("s", source)], [], tmp_path / "pool", model=str(model_dir))
+    deployment = Captioner.func_or_class(str(tmp_path / "pool"), "fusion", 5, 0.5, {})
+    queries = ["CCO", "CC(=O)Oc1ccccc1C(=O)O"]
+    emb = small_model.embed_graphs([featurize_smiles(s) for s in queries]).numpy()
+    out = deployment._caption_many([(queries[0], emb[0], 1), (queries[1], emb[1], 4)])
+    assert [len(o["neighbours"]) for o in out] == [1, 4] and deployment.recent_batch_sizes() == [2]
+    expected = load_captioner(tmp_path / "pool", "fusion", str(model_dir), 5, 0.5).caption_smiles(queries, k=4)
+    for got, want in zip(out, expected):
+        assert got["caption"] == want.caption
+        assert [n["id"] for n in got["neighbours"]] == [n.id for n in want.neighbours][: len(got["neighbours"])]
+    from momu.models.loading import weights_sha256
+
+    info = deployment.info()
+    assert info["kind"] == "fusion" and info["embeddings_model_sha256"] == weights_sha256(model_dir)
 
 
 @pytest.mark.slow
 def test_no_replica_crashed_after_bad_input(served):
     """After every bad-input class the same replicas still serve (none died and was replaced)."""
-    assert _serve_actor_names() == served.actors and len(served.actors) == 3
+    assert _serve_actor_names() == served.actors and len(served.actors) == 4
     status, body = _post(served, "/v1/search/molecules", {"query": "an acid", "k": 2})
     assert status == 200 and len(body["results"]) == 2

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from momu.config import GINConfig, MoMuConfig, TrainConfig
+from momu.config import GINConfig, MoMuConfig
+from momu.pretrain.config import TrainConfig
 from momu.data.pairs import PairDataset, heldout_mask, load_pair_dataset
-from momu.eval.retrieval import inbatch_accuracy
+from momu.retrieval.metrics import inbatch_accuracy
 from momu.models.momu import MoMu
-from momu.train.local import ContrastiveTrainer, TextFeatureCache, sample_text_views, train_local
+from momu.pretrain.local import ContrastiveTrainer, TextFeatureCache, sample_text_views, train_local
 
 from conftest import SAMPLE
 
@@ -106,6 +107,27 @@ def test_two_tower_mode_updates_the_text_tower(tmp_path, chebi_pairs):
     before = trainer.model.text_encoder.model.embeddings.word_embeddings.weight.clone()
     trainer.train_step()
     assert not torch.equal(before, trainer.model.text_encoder.model.embeddings.word_embeddings.weight)
+
+
+def test_partial_mode_trains_only_the_top_text_layer(tmp_path, chebi_pairs):
+    """The local loop's partial mode: the cached hidden states feed the top layer, which trains; lower layers
+    and embeddings stay the pretrained ones; held-out evaluation reads the same cache."""
+    dataset, _ = chebi_pairs
+    cfg = small_train_config(tmp_path, text_mode="partial", text_train_layers=1, steps=1, batch_size=4)
+    trainer = ContrastiveTrainer(cfg, dataset.subset(range(8)), dataset.subset(range(8, 12)), progress=False)
+    layers = trainer.model.text_encoder.model.encoder.layer
+    top, lower = layers[5].output.dense.weight.clone(), layers[4].output.dense.weight.clone()
+    words = trainer.model.text_encoder.model.embeddings.word_embeddings.weight.clone()
+    trainer.train_step()
+    assert not torch.equal(top, layers[5].output.dense.weight)
+    assert torch.equal(lower, layers[4].output.dense.weight)
+    assert torch.equal(words, trainer.model.text_encoder.model.embeddings.word_embeddings.weight)
+    cached = trainer.evaluate(dataset.subset(range(8, 12)))
+    texts = [t[0] for t in dataset.subset(range(8, 12)).texts]
+    live = trainer.model.embed_texts(texts)  # the whole tower, as an exported model runs it
+    trainer.model.eval()
+    torch.testing.assert_close(trainer.module.embed_text(trainer.text_input(texts)), live, rtol=1e-5, atol=1e-5)
+    assert 0.0 <= cached["acc_g2t"] <= 1.0
 
 
 def test_same_seed_same_run(tmp_path, chebi_pairs):

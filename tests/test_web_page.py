@@ -1,5 +1,6 @@
 """The web page in a real headless Chromium (selenium): type a text query, submit, see the top molecules drawn as
-SVG with their scores and ids (the same as the index searched directly); then the SMILES box.
+SVG with their scores and ids (the same as the index searched directly); then the SMILES box; then the caption
+panel (the caption and the known molecule it came from, both drawn).
 
 Needs the Debian packages `chromium` and `chromium-driver` (CI installs them with .ci/install-browser) and the
 `selenium` package (dev extra); without them the test skips and says what is missing.
@@ -36,13 +37,13 @@ def _browser_or_skip():
 
 @pytest.fixture(scope="module")
 def site(ray_local, small_model, tmp_path_factory):
-    from momu.config import ServeConfig
+    from momu.serve.config import ServeConfig
 
     browser = _browser_or_skip()
     try:
         assets = build_assets(small_model, tmp_path_factory.mktemp("web"), n=80)
         config = ServeConfig(model=str(assets.model_dir), molecule_index=str(assets.molecule_index_dir),
-                             text_index=str(assets.text_index_dir))
+                             text_index=str(assets.text_index_dir), caption_pool=str(assets.caption_pool_dir))
         url = start_app(config, APP, free_port())
         try:
             yield browser, url, assets
@@ -125,3 +126,43 @@ def test_smiles_box_shows_descriptions(site):
     wait.until(EC.text_to_be_present_in_element((By.ID, "smiles-status"), "invalid SMILES"))
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "422" not in e["message"]]
     assert not severe, severe
+
+
+def test_caption_panel_shows_caption_and_neighbour(site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from momu.caption.retrieval import RetrievalCaptioner
+
+    browser, url, assets = site
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: "caption pool" in b.find_element(By.ID, "model-line").text)
+    direct = RetrievalCaptioner(assets.caption_pool_dir)
+    query = "CC(=O)Oc1ccccc1C(=O)O"
+    expected = direct.caption_smiles([query])[0]
+    box = browser.find_element(By.ID, "caption-smiles")
+    box.send_keys(query)
+    browser.find_element(By.ID, "caption-button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "caption-status"), "caption from"))
+    shown = " ".join(browser.find_element(By.CSS_SELECTOR, "#caption-result .caption-text").text.split())
+    assert shown == " ".join(expected.caption.split())
+    neighbour = browser.find_element(By.CSS_SELECTOR, "#caption-result figure.neighbour")
+    assert neighbour.get_attribute("data-id") == expected.neighbour.id
+    assert float(neighbour.find_element(By.CSS_SELECTOR, ".score").text) == pytest.approx(
+        expected.neighbour.similarity, abs=1e-3)
+    drawings = browser.find_elements(By.CSS_SELECTOR, "#caption-result figure svg")
+    assert len(drawings) == 2 and all(d.find_elements(By.CSS_SELECTOR, "path") for d in drawings)
+    assert "nearest known molecule" in browser.find_element(By.CSS_SELECTOR, "#caption-result .caption-label").text
+    # A molecule of the pool is its own neighbour; an unreadable SMILES shows its reason.
+    box.clear()
+    box.send_keys(assets.smiles[2])
+    browser.find_element(By.ID, "caption-button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "caption-status"), "similarity 1.000"))
+    box.clear()
+    box.send_keys("C1CC(")
+    browser.find_element(By.ID, "caption-button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "caption-status"), "invalid SMILES"))
+    assert "smiles[0]" in browser.find_element(By.ID, "caption-status").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#caption-result figure")

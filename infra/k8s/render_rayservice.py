@@ -117,7 +117,8 @@ def validate_momu_args(config: dict, source: str) -> None:
     try:
         from pydantic import ValidationError
 
-        from momu.config import ServeConfig, format_validation_error
+        from momu.config import format_validation_error
+        from momu.serve.config import ServeConfig
     except ImportError:  # the Serve app's config class is not in this checkout
         return
     for i, app in enumerate(config["applications"]):

@@ -3,6 +3,7 @@ Imports only Ray, so callers that need no torch (serving, the CLI) stay light.""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -17,9 +18,14 @@ def start_local_ray(num_cpus: Optional[int] = None, **kwargs) -> None:
     this cost `momu embed` a third of its throughput. A local node therefore keeps a few more idle workers."""
     import ray
 
+    from momu.job_output import install_noise_filter_on_ray_handlers, verbose
+
     cpus = num_cpus or os.cpu_count() or 1
+    if not verbose():
+        kwargs.setdefault("logging_level", logging.WARNING)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              _system_config={"num_workers_soft_limit": max(8, 2 * cpus)}, **kwargs)
+    install_noise_filter_on_ray_handlers()
 
 
 def init_ray_if_needed() -> None:
@@ -29,6 +35,9 @@ def init_ray_if_needed() -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
+        from momu.job_output import install_noise_filter_on_ray_handlers
+
         ray.init()
+        install_noise_filter_on_ray_handlers()
     else:
         start_local_ray()

@@ -107,6 +107,54 @@ async function searchTexts(event) {
   }
 }
 
+async function captionMolecule(event) {
+  event.preventDefault();
+  const smiles = $("caption-smiles").value;
+  const status = $("caption-status");
+  const result = $("caption-result");
+  status.textContent = "captioning…";
+  status.classList.remove("error");
+  $("caption-button").disabled = true;
+  try {
+    const data = await post("/v1/caption", {smiles: [smiles], k: 1, draw: true});
+    const item = data.results[0];
+    result.replaceChildren();
+    if (item.error) throw new Error((item.error.field ? item.error.field + ": " : "") + item.error.reason);
+    const pair = el("div", "caption-pair");
+    const query = el("figure", "molecule query-molecule");
+    const queryDrawing = svgNode(item.svg);
+    if (queryDrawing) query.appendChild(queryDrawing);
+    const queryCaption = el("figcaption");
+    queryCaption.appendChild(el("span", "rank", "query"));
+    queryCaption.appendChild(el("code", "smiles", item.smiles));
+    query.appendChild(queryCaption);
+    pair.appendChild(query);
+    const best = item.neighbours[0];
+    const neighbour = el("figure", "molecule neighbour");
+    neighbour.dataset.id = best.id;
+    const neighbourDrawing = svgNode(best.svg);
+    if (neighbourDrawing) neighbour.appendChild(neighbourDrawing);
+    const neighbourCaption = el("figcaption");
+    neighbourCaption.appendChild(el("span", "rank", "nearest known molecule"));
+    neighbourCaption.appendChild(el("span", "score", best.similarity.toFixed(3)));
+    neighbourCaption.appendChild(el("span", "mol-id", best.id));
+    neighbourCaption.appendChild(el("code", "smiles", best.smiles));
+    neighbour.appendChild(neighbourCaption);
+    pair.appendChild(neighbour);
+    result.appendChild(pair);
+    result.appendChild(el("p", "caption-label", `${item.label} (${item.captioner}, ${item.similarity_kind})`));
+    result.appendChild(el("blockquote", "caption-text", item.caption));
+    status.textContent = `caption from ${best.id}, similarity ${best.similarity.toFixed(3)} ` +
+      `(pool of ${data.pool_size.toLocaleString()} molecules)`;
+  } catch (err) {
+    result.replaceChildren();
+    status.textContent = err.message;
+    status.classList.add("error");
+  } finally {
+    $("caption-button").disabled = false;
+  }
+}
+
 async function showModel() {
   try {
     const headers = apiKey ? {"x-api-key": apiKey} : {};
@@ -115,6 +163,7 @@ async function showModel() {
     const data = await response.json();
     const parts = [`model ${data.model.name} (${data.model.version})`];
     for (const [name, info] of Object.entries(data.indexes)) parts.push(`${info.size.toLocaleString()} ${name}`);
+    if (data.captioner) parts.push(`caption pool ${data.captioner.pool_size.toLocaleString()} (${data.captioner.kind})`);
     $("model-line").textContent = parts.join(" · ");
   } catch (err) {
     $("model-line").textContent = "";
@@ -123,6 +172,7 @@ async function showModel() {
 
 $("text-form").addEventListener("submit", searchMolecules);
 $("smiles-form").addEventListener("submit", searchTexts);
+$("caption-form").addEventListener("submit", captionMolecule);
 $("key-button").addEventListener("click", () => {
   apiKey = $("api-key").value;
   sessionStorage.setItem("momu-api-key", apiKey);

@@ -1,7 +1,9 @@
 """Featurize a whole molecule library to Parquet: graph columns for good rows, a rejects file for the rest.
 
 Every input row is accounted for: rows_read = featurized + rejected (reader-malformed rows are in the rejects
-file too, with the reader's reason). Outputs are written to temporary names and renamed at the end, so a
+file too, with the reader's reason), and files = files_ok + failed: a damaged file (truncated or corrupt gzip,
+broken Parquet, unreadable, empty) does not stop the run, its rows before the damage are featurized and the
+damage is one rejected row (stage "read") and an entry of `files_failed`. Outputs are written to temporary names and renamed at the end, so a
 half-written file is never mistaken for a finished one.
 """
 
@@ -32,9 +34,9 @@ def rejects_path_for(output: str | Path) -> Path:
 
 def featurize_library(input_path: str, output: str, smiles_column: Optional[str] = None,
                       id_column: Optional[str] = None, max_atoms: int = DEFAULT_MAX_ATOMS,
-                      chunk_rows: int = 65_536, progress: bool = True) -> dict:
+                      chunk_rows: int = 65_536, progress: bool = True, header: str = "auto") -> dict:
     """Read `input_path` (any library format), featurize, write `output` and its rejects file; return a summary."""
-    from momu.data.readers import iter_molecule_library
+    from momu.data.readers import FILE_FAILURE_REASONS, iter_molecule_library
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -44,16 +46,21 @@ def featurize_library(input_path: str, output: str, smiles_column: Optional[str]
     counts: Counter = Counter()
     rows_read = featurized = 0
     start = time.perf_counter()
+    files = {"files": 0, "files_failed": [], "ignored_files": []}
     bar = tqdm(desc="featurize", unit="mol", disable=not progress)
     with pq.ParquetWriter(tmp_out, FEATURIZED_SCHEMA) as out_writer, \
             pq.ParquetWriter(tmp_rej, REJECTS_SCHEMA) as rej_writer:
-        for table, report in iter_molecule_library(input_path, smiles_column, id_column, chunk_rows=chunk_rows):
+        for table, report in iter_molecule_library(input_path, smiles_column, id_column, chunk_rows, header):
             rows_read += report.rows_read
+            tally_files(files, report.metadata)
             rejects = {name: [] for name in REJECTS_SCHEMA.names}
             # Reader-level malformed rows: streamed chunk reports keep every one (position + raw text).
             counts.update(report.malformed)
             for example in report.examples:
-                _add_reject(rejects, None, example.raw, example.reason, f"row {example.row}", "read")
+                if example.reason in FILE_FAILURE_REASONS:  # a damaged file: the detail says where and why
+                    _add_reject(rejects, None, "", example.reason, example.raw, "read")
+                else:
+                    _add_reject(rejects, None, example.raw, example.reason, f"row {example.row}", "read")
             ids, smiles = table.column("id").to_pylist(), table.column("smiles").to_pylist()
             good_ids, good_smiles, graphs = [], [], []
             for mol_id, smi in zip(ids, smiles):
@@ -82,8 +89,17 @@ def featurize_library(input_path: str, output: str, smiles_column: Optional[str]
         raise RuntimeError(f"row accounting mismatch: read {rows_read} != {featurized} + {rejected}")
     return {"input": str(input_path), "output": str(output.resolve()), "rejects": str(rejects_path.resolve()),
             "rows_read": rows_read, "featurized": featurized, "rejected": rejected,
-            "rejected_by_reason": dict(counts), "seconds": round(elapsed, 3),
+            "rejected_by_reason": dict(counts), "files": files["files"],
+            "files_ok": files["files"] - len(files["files_failed"]), "files_failed": files["files_failed"],
+            "ignored_files": files["ignored_files"], "seconds": round(elapsed, 3),
             "molecules_per_second": round(rows_read / elapsed, 1) if elapsed > 0 else None}
+
+
+def tally_files(files: dict, metadata: dict) -> None:
+    """Add a chunk report's file-level marks (end of a file, its failure, ignored entries) to `files`."""
+    files["files"] += "file_end" in metadata
+    files["files_failed"] += [metadata["file_failed"]] if "file_failed" in metadata else []
+    files["ignored_files"] += metadata.get("ignored_files", [])
 
 
 def _add_reject(rejects: dict, mol_id, raw, reason: str, detail: str, stage: str) -> None:

@@ -42,13 +42,15 @@ def load_pair_dataset(path: str, data_format: str = "auto", max_atoms: int = 512
     has_graphs = all(c in table.column_names for c in GRAPH_COLUMNS)
     rows = table.to_pydict()
     corpus_graphs = columns_to_graphs(table.select(list(GRAPH_COLUMNS))) if has_graphs else None
+    # A merged corpus (momu data build-corpus) holds graph rows and SMILES rows: null graph = featurize SMILES.
+    has_graph = table.column("atom_type").is_valid().to_pylist() if has_graphs else None
     dataset = PairDataset([], [], [])
     for i, mol_id in enumerate(rows["id"]):
         texts = [t for t in (rows["texts"][i] or []) if t and t.strip()]
         if not texts:
             dataset.rejected["no_text"] += 1
             continue
-        if corpus_graphs is not None:
+        if corpus_graphs is not None and has_graph[i]:
             graph = corpus_graphs[i]
             if graph.num_nodes > max_atoms:
                 dataset.rejected["too_many_atoms"] += 1

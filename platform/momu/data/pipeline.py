@@ -1,20 +1,20 @@
-"""Ray Data ingest for pretraining: records -> featurize (CPU tasks) -> tokenize or cached text features (actors)
--> materialized, deterministic per-worker splits. Graphs travel as Arrow columns, never as pickled objects.
+"""Ray Data stages shared by the jobs that featurize and tokenize records (pretraining, finetuning).
+Graphs travel as Arrow columns, never as pickled objects. The pretraining ingest that wires them together is
+`momu.pretrain.data`.
 
 Stages are small UDFs over pyarrow batches:
   featurize_records       SMILES -> graph columns (rows from the MoMu corpus keep their own graphs)
   TokenizeTexts           every paragraph -> token ids (two-tower modes)
   EncodeTextFeatures      every paragraph -> pooled text-tower features (locked mode; cached in Parquet)
+  EncodeTextHidden        every paragraph -> hidden states entering the top trained layers (partial mode; cached)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -23,58 +23,16 @@ import pyarrow as pa
 
 from momu.chem.columns import GRAPH_COLUMNS, GRAPH_SCHEMA, columns_to_graphs, graphs_to_columns
 from momu.chem.featurize import MolGraph, Rejection, featurize_smiles
-from momu.config import PretrainConfig, TextEncoderConfig
+from momu.config import TextEncoderConfig
 from momu.data.pairs import heldout_mask
-from momu.data.records import ReadReport
 
 TEXT_IDS = "text_input_ids"
 TEXT_FEATURES = "text_features"
+TEXT_HIDDEN = "text_hidden"
 REJECT = "reject_reason"
 
 
-# -- reading ----------------------------------------------------------------------------------------------------
-
-def read_inputs(config: PretrainConfig) -> tuple[pa.Table, ReadReport]:
-    """All `data_paths` as one records table (id, smiles, texts[, graph columns]) and the merged read report."""
-    from momu.data.readers import PAIR_FORMATS, _detect_pair_format, read_molecule_library, read_pairs
-
-    tables, report = [], None
-    for path in config.data_paths:
-        fmt = config.data_format
-        if fmt == "auto" and config.objective == "graphcl":
-            try:
-                fmt = _detect_pair_format(Path(path))
-            except ValueError:
-                fmt = "library"
-        if fmt == "library":
-            if config.objective != "graphcl":
-                raise ValueError(f"data_paths: {path} is a molecule library; the {config.objective} objective "
-                                 "needs text pairs")
-            result = read_molecule_library(path)
-        else:
-            result = read_pairs(path, format=fmt if fmt in PAIR_FORMATS else "auto")
-        table = result.table
-        if fmt == "library" and len(config.data_paths) > 1:
-            # Library ids are often row numbers: make them unique across files (muv.csv.gz:12, hiv.csv.gz:12).
-            name = Path(path).name
-            table = table.set_column(table.column_names.index("id"), "id",
-                                     pa.array([f"{name}:{i}" for i in table.column("id").to_pylist()]))
-        keep = ["id", "smiles", "texts"] + [c for c in GRAPH_COLUMNS if c in table.column_names]
-        tables.append(table.select(keep))
-        report = result.report if report is None else report.merge(result.report, path=", ".join(config.data_paths))
-    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    # The same molecule listed twice (two files, duplicated rows) would be its own negative: keep the first.
-    # Pairs are keyed by id (CID); graph-only libraries by SMILES, since their ids may be mere row numbers.
-    keys = table.column("smiles" if config.objective == "graphcl" else "id").to_pylist()
-    first = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    if len(first) < len(keys):
-        report.metadata["duplicate_ids_dropped" if config.objective != "graphcl" else "duplicate_smiles_dropped"] = \
-            len(keys) - len(first)
-        table = table.take(pa.array(sorted(first.values())))
-    return table, report
-
+# -- splitting --------------------------------------------------------------------------------------------------
 
 def split_heldout(table: pa.Table, fraction: float) -> tuple[pa.Table, pa.Table]:
     mask = heldout_mask(table.column("id").to_pylist(), fraction)
@@ -202,96 +160,88 @@ class EncodeTextFeatures:
         return batch.append_column(TEXT_FEATURES, values)
 
 
+class EncodeTextHidden:
+    """Every paragraph of every row -> the hidden states entering the text tower's top `train_layers` layers
+    (partial mode): list<list<fixed_size_list<dtype>[H]>> per row, one [tokens, H] matrix per paragraph holding
+    only the real tokens (no padding; the token count is the attention mask). Eval mode, no grad."""
+
+    def __init__(self, text_config: dict, train_layers: int, dtype: str = "float16", batch_size: int = 64,
+                 num_threads: Optional[int] = None):
+        import torch
+
+        from momu.models.text import TextEncoder
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.encoder = TextEncoder(TextEncoderConfig.model_validate(text_config)).eval()
+        self.encoder.split_index(train_layers)  # a bad layer count fails here, before any text is encoded
+        self.train_layers, self.dtype = train_layers, np.dtype(dtype)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.encoder.to(self.device)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        texts = batch.column("texts").to_pylist()
+        flat = [t for row in texts for t in row]
+        order = sorted(range(len(flat)), key=lambda i: len(flat[i]))  # little padding inside each chunk
+        hidden: list = [None] * len(flat)
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                tokens = self.encoder.tokenize([flat[i] for i in idx], self.device)
+                states = self.encoder.lower_hidden(**tokens, train_layers=self.train_layers).float().cpu().numpy()
+                real = tokens["attention_mask"].bool().cpu().numpy()
+                for j, i in enumerate(idx):
+                    hidden[i] = states[j][real[j]].astype(self.dtype)  # real tokens only, whichever side pads
+        width = self.encoder.out_dim
+        values = np.concatenate(hidden) if hidden else np.zeros((0, width), self.dtype)
+        tokens_per_paragraph = np.array([len(h) for h in hidden], dtype=np.int64)
+        paragraphs = pa.ListArray.from_arrays(
+            pa.array(np.concatenate([[0], np.cumsum(tokens_per_paragraph)]), pa.int32()),
+            pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width))
+        rows = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum([len(r) for r in texts])]), pa.int32()),
+                                        paragraphs)
+        return batch.append_column(TEXT_HIDDEN, rows)
+
+
 # -- locked-text cache ------------------------------------------------------------------------------------------
 
-def text_cache_key(table: pa.Table, text_config: TextEncoderConfig) -> str:
-    """Content hash of (text tower config, every id and paragraph): a changed text or encoder is a new cache."""
+def text_cache_key(table: pa.Table, text_config: TextEncoderConfig, partial: Optional[dict] = None) -> str:
+    """Content hash of (text tower config, every id and paragraph[, partial mode's layers and dtype]): a changed
+    text, encoder or split is a new cache."""
     digest = hashlib.sha256(json.dumps(text_config.model_dump(mode="json"), sort_keys=True).encode())
+    if partial:  # locked caches keep the keys they had before partial mode existed
+        digest.update(json.dumps(partial, sort_keys=True).encode())
     for mol_id, texts in zip(table.column("id").to_pylist(), table.column("texts").to_pylist()):
         digest.update(str(mol_id).encode() + b"\0" + "\x1f".join(texts).encode() + b"\n")
     return digest.hexdigest()[:24]
 
 
 def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_dir: str, concurrency: int = 1,
-                         num_cpus: float = 1.0, num_gpus: float = 0.0):
-    """A Ray Dataset of `table` plus `text_features`, computed once by a Ray Data batch-inference pass and
-    stored under cache_dir/<key>/ (a `_COMPLETE` marker is written last: half-written caches are recomputed)."""
+                         num_cpus: float = 1.0, num_gpus: float = 0.0, train_layers: Optional[int] = None,
+                         dtype: str = "float16"):
+    """A Ray Dataset of `table` plus `text_features` (locked) or, with `train_layers`, `text_hidden` (partial: the
+    hidden states entering the top `train_layers` layers, stored as `dtype`), computed once by a Ray Data
+    batch-inference pass and stored under cache_dir/<key>/ (a `_COMPLETE` marker is written last: half-written
+    caches are recomputed)."""
     import ray.data
 
-    key = text_cache_key(table, text_config)
+    partial = {"train_layers": train_layers, "dtype": dtype} if train_layers else None
+    key = text_cache_key(table, text_config, partial)
     final = Path(cache_dir) / key
     if not (final / "_COMPLETE").exists():
         tmp = Path(cache_dir) / f".{key}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        kwargs = {"text_config": text_config.model_dump(mode="json"), "num_threads": max(1, int(num_cpus))}
+        stage = EncodeTextHidden if partial else EncodeTextFeatures
         (ray.data.from_arrow(to_blocks(table, 64))
-         .map_batches(EncodeTextFeatures, fn_constructor_kwargs={"text_config": text_config.model_dump(mode="json"),
-                                                                 "num_threads": max(1, int(num_cpus))},
+         .map_batches(stage, fn_constructor_kwargs={**kwargs, **(partial or {})},
                       batch_size=64, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
                       num_cpus=num_cpus, num_gpus=num_gpus)
          .write_parquet(str(tmp)))
-        (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows}))
+        (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows, **(partial or {})}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     return ray.data.read_parquet(str(final), file_extensions=["parquet"]), str(final)
-
-
-# -- the whole ingest -------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class PretrainData:
-    train_splits: list  # one MaterializedDataset per worker (equal row counts)
-    val: object  # MaterializedDataset, file order
-    summary: dict
-
-
-def build_pretrain_data(config: PretrainConfig, num_workers: int, text_mode: str) -> PretrainData:
-    """Read, split off the fixed held-out part, run the stages, materialize, and split equally per worker."""
-    import ray.data
-
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # deterministic order
-    table, report = read_inputs(config)
-    if config.objective != "graphcl":  # momu, vse: graph<->text
-        has_text = np.array([len(t) > 0 for t in table.column("texts").to_pylist()])
-        no_text = int((~has_text).sum())
-        table = table.filter(pa.array(has_text))
-    else:
-        no_text = 0
-        table = table.drop_columns(["texts"])
-    train_table, val_table = split_heldout(table, config.heldout_fraction)
-    cache_paths = []
-
-    def prepare(part: pa.Table):
-        if config.objective != "graphcl" and text_mode == "locked":
-            ds, path = cached_text_features(part, config.model.text, config.text_cache_dir,
-                                            num_cpus=config.scaling.cpus_per_worker,
-                                            num_gpus=1.0 if config.scaling.use_gpu else 0.0)
-            cache_paths.append(path)
-        else:
-            ds = ray.data.from_arrow(to_blocks(part))
-        fingerprint = config.model.fingerprint.model_dump() if config.model.graph_encoder == "fingerprint" else None
-        ds = ds.map_batches(featurize_records, fn_kwargs={"max_atoms": config.max_atoms, "fingerprint": fingerprint},
-                            batch_format="pyarrow", batch_size=256)
-        if config.objective != "graphcl" and text_mode != "locked":
-            ds = ds.map_batches(TokenizeTexts, fn_constructor_kwargs={"text_config": config.model.text.model_dump(mode="json")},
-                                batch_format="pyarrow", batch_size=256, compute=ray.data.ActorPoolStrategy(size=1))
-        ds = ds.materialize()
-        reasons = Counter(r[REJECT] for r in ds.filter(expr=f"{REJECT} != ''").select_columns([REJECT]).take_all())
-        keep = [c for c in ds.columns() if c not in ("texts", "smiles", REJECT)]
-        return ds.filter(expr=f"{REJECT} == ''").select_columns(keep).materialize(), reasons
-
-    train_ds, train_rejects = prepare(train_table)
-    val_ds, val_rejects = prepare(val_table)
-    if train_ds.count() < num_workers * config.batch_size:
-        raise ValueError(f"data_paths: {train_ds.count()} usable training rows cannot fill one batch of "
-                         f"{config.batch_size} on each of {num_workers} workers")
-    splits = train_ds.split(num_workers, equal=True)
-    summary = {
-        "rows_read": report.rows_read, "rows_malformed": report.rows_malformed,
-        "malformed_by_reason": dict(report.malformed), "rows_without_text": no_text,
-        "duplicate_ids_dropped": report.metadata.get("duplicate_ids_dropped", 0),
-        "duplicate_smiles_dropped": report.metadata.get("duplicate_smiles_dropped", 0),
-        "rejected_by_reason": dict(train_rejects + val_rejects),
-        "train_rows": train_ds.count(), "val_rows": val_ds.count(),
-        "train_rows_per_worker": splits[0].count(), "text_cache": cache_paths,
-    }
-    return PretrainData(splits, val_ds, summary)

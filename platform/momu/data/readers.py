@@ -9,19 +9,23 @@ is a later stage that reports its own rejections.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import gzip
+import itertools
 import logging
 import os
 import re
+import stat
+import zlib
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from rdkit import Chem
+from rdkit import Chem, rdBase
 
 from momu.chem.columns import GRAPH_COLUMNS, graphs_to_columns
 from momu.chem.featurize import MolGraph, Rejection
@@ -407,49 +411,231 @@ def read_moleculenet(path: PathLike, smiles_column: Optional[str] = None,
 
 # ----------------------------------------------------------------------------------------------- libraries
 
+# A file that cannot be read to its end does not stop a job: the rows before the damage are kept, and the damage
+# is one malformed row with one of these reasons (so rows_read = rows_ok + rows_malformed still holds), plus
+# report.metadata["file_failed"] = {file, reason, error, last_good, last_good_id}.
+UNREADABLE_FILE = "unreadable_file"  # cannot be opened: permissions, a dangling link, a FIFO / socket
+EMPTY_FILE = "empty_file"  # 0 bytes, or nothing but blank lines
+TRUNCATED_FILE = "truncated_file"  # the compressed stream ends early (an interrupted download or copy)
+CORRUPT_FILE = "corrupt_file"  # bad gzip data or CRC, broken Parquet footer or page, ...
+BAD_HEADER = "bad_header"  # the header row is not valid CSV, or is undecodable and lacks the columns needed
+FILE_FAILURE_REASONS = (UNREADABLE_FILE, EMPTY_FILE, TRUNCATED_FILE, CORRUPT_FILE, BAD_HEADER)
+# Errors that mean "these bytes are bad", as opposed to a user error (ValueError naming a column) or a bug.
+DAMAGE_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException, UnicodeDecodeError, csv.Error)
+
+HEADER_MODES = ("auto", "yes", "no")
+# Words that make a first row a header in header="auto" (besides the given column names).
+HEADER_WORDS = frozenset(LIBRARY_SMILES_COLUMNS + LIBRARY_ID_COLUMNS + (
+    "description", "text", "title", "label", "activity", "smi", "structure", "molecule", "compound", "inchi",
+    "inchikey", "formula", "mw", "value", "target", "y"))
+# PubChem's CID-SMILES(.gz): CID<TAB>SMILES, no header; also as renamed with a tag (CID-SMILES-2024-05.gz)
+_PUBCHEM_CID_SMILES = re.compile(r"cid-smiles([-_][\w-]*)?(\.gz)?")
+PUBCHEM_SDF_ID = "PUBCHEM_COMPOUND_CID"
+
 
 def read_molecule_library(path: PathLike, smiles_column: Optional[str] = None, id_column: Optional[str] = None,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ReadResult:
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS, header: str = "auto") -> ReadResult:
     """A molecule library file, directory or glob -> records (texts empty, labels null), loaded whole.
-    See iter_molecule_library for formats and column rules; use that for files that do not fit in memory."""
+    See iter_molecule_library for formats and column rules; use that for files that do not fit in memory.
+    report.metadata: "files" (files read), "files_failed" (list of failure dicts), "ignored_files"."""
     tables, report = [], ReadReport(str(Path(path)))
-    for table, chunk_report in iter_molecule_library(path, smiles_column, id_column, chunk_rows):
+    failed, files, ignored = [], 0, []
+    for table, chunk_report in iter_molecule_library(path, smiles_column, id_column, chunk_rows, header):
         tables.append(table)
+        meta = chunk_report.metadata
+        files += "file_end" in meta
+        failed += [meta["file_failed"]] if "file_failed" in meta else []
+        ignored += meta.get("ignored_files", [])
         report = report.merge(chunk_report, path=report.path)
+    for key in ("file_end", "file_failed"):
+        report.metadata.pop(key, None)
+    report.metadata.update({"files": files, "files_failed": failed, "ignored_files": ignored})
     return ReadResult(pa.concat_tables(tables) if tables else empty_records(), report)
 
 
 def iter_molecule_library(path: PathLike, smiles_column: Optional[str] = None, id_column: Optional[str] = None,
-                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Chunks:
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS, header: str = "auto") -> Chunks:
     """Stream a library as (records chunk of at most chunk_rows, report for the rows read for that chunk).
-    Merging every chunk's report gives the whole read's report; each file ends with one chunk (possibly empty).
+    Merging every chunk's report gives the whole read's report. Each file ends with one chunk (possibly empty)
+    whose report.metadata has "file_end" (the path) and, if the file could not be read to its end,
+    "file_failed" (see FILE_FAILURE_REASONS); the first chunk lists "ignored_files" of a directory or glob.
 
-    Formats by suffix:
+    Formats by name:
       .smi/.smiles[.gz]   `SMILES [whitespace id...]` per line; blank lines skipped; a first line starting with
                           the word "SMILES" is a header; no id -> the 1-based line number. Column args ignored.
-      .csv/.tsv[.gz]      header row; SMILES column given or auto-detected (LIBRARY_SMILES_COLUMNS, case-
-      .parquet            insensitive); id column given or auto-detected (LIBRARY_ID_COLUMNS), else the 0-based
-                          data row. Empty SMILES -> "missing_smiles"; empty id -> "missing_id".
-      .sdf[.gz]           RDKit ForwardSDMolSupplier; smiles = Chem.MolToSmiles(mol); id = property id_column
-                          (e.g. PUBCHEM_COMPOUND_CID) or the title line, else the 0-based record index. A record
+      .csv/.tsv[.gz]      SMILES column given or auto-detected (LIBRARY_SMILES_COLUMNS, case-insensitive); id
+      .parquet            column given or auto-detected (LIBRARY_ID_COLUMNS), else the 0-based data row. Empty
+                          SMILES -> "missing_smiles"; empty id -> "missing_id". CSV/TSV `header`: "yes", "no" or
+                          "auto" (the first row is data when none of its fields is a column name such as smiles
+                          or cid, and one parses as SMILES with RDKit). Without a header, columns are 0-based
+                          numbers ("1"); defaults: SMILES = the first column that parses, id = the first other.
+      CID-SMILES[.gz]     PubChem's bulk file (by name, also CID-SMILES-<tag>[.gz]): `CID<TAB>SMILES`, no header.
+      .sdf[.gz]           RDKit; smiles = Chem.MolToSmiles(mol); id = property id_column, else
+                          PUBCHEM_COMPOUND_CID, else the title line, else the 0-based record index. A record
                           RDKit cannot read -> "bad_sdf_record".
-      directory / glob    every file with a supported suffix, in sorted order (others are skipped).
+      directory / glob    every file with a supported name, in sorted order; other entries (hidden files,
+                          subdirectories, README.txt, ...) are skipped and listed as ignored_files.
     """
     _check_chunk_rows(chunk_rows)
-    for file in _library_files(path):
-        reader = _LIBRARY_READERS[_library_format(file)]
-        yield from reader(file, smiles_column, id_column, chunk_rows)
-
-
-def _iter_smi(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
-    chunk = _LibraryChunk(str(path))
+    if header not in HEADER_MODES:
+        raise ValueError(f"header must be one of {HEADER_MODES}, got {header!r}")
+    files, ignored = library_files(path)
+    if ignored:
+        log.info("%s: skipped %d entries that are not molecule libraries: %s", path, len(ignored), ignored[:5])
     first = True
-    for lineno, line, decoded in _decoded_lines(path):
+    for file in files:
+        reader = _LIBRARY_READERS[library_format(file)]
+        for table, report in reader(file, smiles_column, id_column, chunk_rows, header):
+            if first and ignored:
+                report.metadata["ignored_files"] = ignored
+            first = False
+            yield table, report
+
+
+def library_format(path: PathLike) -> Optional[str]:
+    """The library format of a file by its name ("smi", "csv", "tsv", "parquet", "sdf", "cid_smiles"), or None."""
+    name = Path(path).name.lower()
+    fmt = next((fmt for suffix, fmt in LIBRARY_FORMATS.items() if name.endswith(suffix)), None)
+    if fmt is None and _PUBCHEM_CID_SMILES.fullmatch(name):
+        fmt = "cid_smiles"
+    return fmt
+
+
+def library_files(path: PathLike) -> tuple[list[Path], list[str]]:
+    """(library files, ignored entries) of a file, directory or glob. In directories and globs, hidden entries,
+    subdirectories and names without a supported suffix are ignored; entries with a supported name that are not
+    readable files (dangling links, FIFOs) are kept, so the read reports them as failed instead of hiding them."""
+    supported = ", ".join(list(LIBRARY_FORMATS) + ["CID-SMILES[.gz]"])
+    p = Path(path)
+    if p.is_dir():
+        candidates = sorted(p.iterdir())
+    elif p.is_file() or (os.path.lexists(p) and not glob.has_magic(str(path))):  # a FIFO, a dangling link
+        if library_format(p) is None:
+            raise ValueError(f"{p}: unsupported molecule library format; supported: {supported}")
+        return [p], []
+    elif glob.has_magic(str(path)):
+        candidates = sorted(Path(f) for f in glob.glob(str(path)))
+        if not candidates:
+            raise FileNotFoundError(f"no files match {str(path)!r}")
+    else:
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
+    files = [f for f in candidates if not f.name.startswith(".") and not f.is_dir() and library_format(f)]
+    ignored = [str(f) for f in candidates if f not in files]
+    if not files:
+        raise ValueError(f"{path}: no files with a supported name ({supported})")
+    return files, ignored
+
+
+def library_layout(path: PathLike, smiles_column: Optional[str] = None, id_column: Optional[str] = None,
+                   header: str = "auto") -> Optional[dict]:
+    """How a CSV/TSV/CID-SMILES/Parquet library will be read ({"header": bool, "smiles": col, "id": col or None}),
+    checked before any distributed work: a ValueError names the file and the missing column. None for formats
+    without columns (.smi, SDF) and for files too damaged to tell (their read reports the damage)."""
+    path = Path(path)
+    fmt = library_format(path)
+    read = _FileRead(path, "line")
+    if fmt in ("smi", "sdf", None) or not read.opened():
+        return None
+    try:
+        if fmt == "parquet":
+            names = pq.ParquetFile(path).schema_arrow.names
+            smiles = _find_column(path, names, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES")
+            id_ = _find_column(path, names, id_column, LIBRARY_ID_COLUMNS, "id", required=False)
+            return {"header": True, "smiles": names[smiles], "id": None if id_ is None else names[id_]}
+        rows = read.guard(_csv_rows(path, "\t" if fmt != "csv" else ",", read))
+        layout, _ = _delimited_layout(path, fmt, rows, read, smiles_column, id_column, header)
+    except DAMAGE_ERRORS:
+        return None
+    if layout is None:
+        return None
+    return {"header": layout.header is not None, "smiles": layout.smiles, "id": layout.id}
+
+
+class _FileRead:
+    """One file's read: where it got to (`position`, 1-based line / record / row) and why it stopped early.
+
+    Errors that mean damaged bytes (DAMAGE_ERRORS) end the read cleanly through `guard`, so the rows before the
+    damage still count; `finish` then records the damage as one malformed row of the file's last chunk."""
+
+    def __init__(self, path: Path, unit: str):
+        self.path, self.unit = path, unit
+        self.position, self.last_id, self.saw_data = 0, None, False
+        self.failure: Optional[dict] = None
+
+    def opened(self) -> bool:
+        """False (with the failure recorded) unless the path is a non-empty regular file. Checked before opening:
+        opening a FIFO would block the job forever."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:  # a dangling link (e.g. an annexed file not fetched), permissions on a folder
+            self.fail(UNREADABLE_FILE, f"{type(exc).__name__}: {exc.strerror or exc}")
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "special"
+            self.fail(UNREADABLE_FILE, f"not a regular file ({kind})")
+            return False
+        if st.st_size == 0:
+            self.fail(EMPTY_FILE, "the file is empty (0 bytes)")
+            return False
+        return True
+
+    def guard(self, iterable: Iterable) -> Iterator:
+        iterator = iter(iterable)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except DAMAGE_ERRORS as exc:
+                self.fail(_damage_reason(exc), f"{type(exc).__name__}: {exc}")
+                return
+            yield item
+
+    def fail(self, reason: str, error: str) -> None:
+        if self.failure is None:
+            # Nothing good was read from a file that failed before its first row (a bad header, no data).
+            before_data = reason in (UNREADABLE_FILE, EMPTY_FILE, BAD_HEADER) or not self.position
+            self.failure = {"file": str(self.path), "reason": reason, "error": error[:300],
+                            "last_good": None if before_data else f"{self.unit} {self.position}",
+                            "last_good_id": None if before_data else self.last_id}
+
+    def finish(self, report: ReadReport) -> None:
+        """Mark the end of the file in `report`, with its failure as one malformed row (if it failed)."""
+        if self.failure is None and not self.saw_data:
+            self.fail(EMPTY_FILE, "no data (nothing but blank lines)")
+        report.metadata["file_end"] = str(self.path)
+        if self.failure is not None:
+            report.add_malformed(self.position, self.failure["reason"], failure_detail(self.failure))
+            report.metadata["file_failed"] = self.failure
+
+
+def failure_detail(failure: dict) -> str:
+    """One line for a failed file: 'truncated_file after line 9961 (id 9960): EOFError: ...'."""
+    where = ""
+    if failure["reason"] not in (UNREADABLE_FILE, EMPTY_FILE, BAD_HEADER):
+        where = f" after {failure['last_good']}" if failure["last_good"] else " before the first row"
+        where += f" (id {failure['last_good_id']})" if failure["last_good_id"] is not None else ""
+    return f"{failure['reason']}{where}: {failure['error']}"
+
+
+def _damage_reason(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return TRUNCATED_FILE
+    if isinstance(exc, OSError) and exc.errno is not None:  # EACCES, EISDIR, EIO, ... (not gzip/Arrow errors)
+        return UNREADABLE_FILE
+    return CORRUPT_FILE
+
+
+def _iter_smi(path: Path, smiles_column, id_column, chunk_rows: int, header: str) -> Chunks:
+    read = _FileRead(path, "line")
+    chunk = _LibraryChunk(str(path), read)
+    lines = read.guard(_decoded_lines(path, read)) if read.opened() else ()
+    for lineno, line, decoded in lines:
         text = line.strip()
         if not text:
             continue
-        if first:
-            first = False
+        if not read.saw_data:
+            read.saw_data = True
             if text.split(None, 1)[0].lower() == "smiles":
                 continue
         if not decoded:
@@ -459,95 +645,227 @@ def _iter_smi(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
             chunk.add(parts[1].strip() if len(parts) > 1 else str(lineno), parts[0])
         if chunk.size >= chunk_rows:
             yield chunk.flush()
-            chunk = _LibraryChunk(str(path))
-    yield chunk.flush()
+            chunk = _LibraryChunk(str(path), read)
+    yield chunk.finish()
 
 
-def _iter_delimited(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
-    delimiter = "\t" if _library_format(path) == "tsv" else ","
-    rows = _csv_rows(path, delimiter)
-    header = _read_header(path, rows)
-    smiles_idx = _find_column(path, header, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES")
-    id_idx = _find_column(path, header, id_column, LIBRARY_ID_COLUMNS, "id", required=False)
-    chunk = _LibraryChunk(str(path))
-    for data_row, (lineno, fields, reason, raw) in enumerate(rows):
-        if reason is not None:
-            chunk.report.add_malformed(lineno, reason, raw)
-        elif len(fields) != len(header):
-            chunk.report.add_malformed(lineno, R.WRONG_FIELD_COUNT, delimiter.join(fields))
-        elif not fields[smiles_idx].strip():
-            chunk.report.add_malformed(lineno, R.MISSING_SMILES, delimiter.join(fields))
-        elif id_idx is not None and not fields[id_idx].strip():
-            chunk.report.add_malformed(lineno, R.MISSING_ID, delimiter.join(fields))
-        else:
-            id_ = fields[id_idx].strip() if id_idx is not None else str(data_row)
-            chunk.add(id_, fields[smiles_idx].strip())
-        if chunk.size >= chunk_rows:
-            yield chunk.flush()
-            chunk = _LibraryChunk(str(path))
-    yield chunk.flush()
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    header: Optional[list]  # the header fields; None when the file has no header row
+    smiles: int
+    id: Optional[int]
+    width: int
 
 
-def _iter_parquet(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
-    parquet = pq.ParquetFile(path)
-    names = parquet.schema_arrow.names
-    smiles_name = names[_find_column(path, names, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES")]
-    id_idx = _find_column(path, names, id_column, LIBRARY_ID_COLUMNS, "id", required=False)
-    id_name = names[id_idx] if id_idx is not None else None
-    columns = [smiles_name] + ([id_name] if id_name and id_name != smiles_name else [])
-    offset = 0
-    batches = parquet.iter_batches(batch_size=chunk_rows, columns=columns)
-    for batch in batches:
-        n = batch.num_rows
-        smiles = pc.utf8_trim_whitespace(batch.column(smiles_name).cast(pa.string()))
-        if id_name is not None:
-            ids = pc.utf8_trim_whitespace(batch.column(id_name).cast(pa.string()))
-        else:
-            ids = pa.array([str(i) for i in range(offset, offset + n)], pa.string())
-        no_smiles = _is_blank(smiles)
-        no_id = _is_blank(ids)
-        report = ReadReport(str(path), max_examples=None)
-        for i in np.flatnonzero(no_smiles | no_id):
-            reason = R.MISSING_SMILES if no_smiles[i] else R.MISSING_ID
-            report.add_malformed(offset + int(i), reason, f"id={ids[i].as_py()!r} smiles={smiles[i].as_py()!r}")
-        keep = pa.array(~(no_smiles | no_id))
-        ids, smiles = ids.filter(keep), smiles.filter(keep)
-        report.add_ok(len(ids))
-        yield build_records(ids, smiles, [[]] * len(ids), [None] * len(ids), str(path)), report
-        offset += n
-    if offset == 0:
-        yield empty_records(), ReadReport(str(path))
-
-
-def _iter_sdf(path: Path, smiles_column, id_column, chunk_rows: int) -> Chunks:
-    chunk = _LibraryChunk(str(path))
-    with _open_binary(path) as handle:
-        for index, mol in enumerate(Chem.ForwardSDMolSupplier(handle)):
-            if mol is None:
-                chunk.report.add_malformed(index, R.BAD_SDF_RECORD, f"SDF record {index} could not be read")
+def _iter_delimited(path: Path, smiles_column, id_column, chunk_rows: int, header: str) -> Chunks:
+    delimiter = "," if library_format(path) == "csv" else "\t"
+    read = _FileRead(path, "line")
+    chunk = _LibraryChunk(str(path), read)
+    if read.opened():
+        rows = read.guard(_csv_rows(path, delimiter, read))
+        layout, rows = _delimited_layout(path, library_format(path), rows, read, smiles_column, id_column, header)
+        for data_row, (lineno, fields, reason, raw) in enumerate(rows if layout is not None else ()):
+            if reason is not None:
+                chunk.report.add_malformed(lineno, reason, raw)
+            elif len(fields) != layout.width:
+                chunk.report.add_malformed(lineno, R.WRONG_FIELD_COUNT, delimiter.join(fields))
+            elif not fields[layout.smiles].strip():
+                chunk.report.add_malformed(lineno, R.MISSING_SMILES, delimiter.join(fields))
+            elif layout.id is not None and not fields[layout.id].strip():
+                chunk.report.add_malformed(lineno, R.MISSING_ID, delimiter.join(fields))
             else:
-                key = id_column if id_column is not None else "_Name"
-                id_ = mol.GetProp(key).strip() if mol.HasProp(key) else ""
-                smiles = Chem.MolToSmiles(mol)
-                if not smiles:
-                    chunk.report.add_malformed(index, R.MISSING_SMILES, f"SDF record {index} ({id_}) has no atoms")
-                elif not id_ and id_column is not None:
-                    chunk.report.add_malformed(index, R.MISSING_ID, f"SDF record {index} has no {id_column}")
-                else:
-                    chunk.add(id_ or str(index), smiles)
+                id_ = fields[layout.id].strip() if layout.id is not None else str(data_row)
+                chunk.add(id_, fields[layout.smiles].strip())
             if chunk.size >= chunk_rows:
                 yield chunk.flush()
-                chunk = _LibraryChunk(str(path))
-    yield chunk.flush()
+                chunk = _LibraryChunk(str(path), read)
+    yield chunk.finish()
 
 
-_LIBRARY_READERS = {"smi": _iter_smi, "csv": _iter_delimited, "tsv": _iter_delimited,
+def _delimited_layout(path: Path, fmt: str, rows: Iterator, read: _FileRead, smiles_column, id_column,
+                      header: str) -> tuple[Optional[_Layout], Iterator]:
+    """Read the first row and decide the layout; returns (layout, the data rows). layout is None when the file
+    has no row (the read then reports it empty) or a damaged header (recorded as a bad_header failure). A ValueError
+    is a user error: a column that is not there."""
+    first = next(rows, None)
+    if first is None:
+        return None, rows
+    read.saw_data = True
+    lineno, fields, reason, raw = first
+    if reason == R.CSV_ERROR:
+        read.fail(BAD_HEADER, f"line {lineno}: {raw[:120]}")
+        return None, rows
+    fields = [f.strip() for f in fields]
+    fields[0] = fields[0].lstrip("\ufeff")  # byte-order mark written by some spreadsheet exports
+    if fmt == "cid_smiles":
+        has_header = False
+        smiles_column, id_column = ("1" if smiles_column is None else smiles_column,
+                                    "0" if id_column is None else id_column)
+    elif header == "auto":
+        has_header = _is_header_row(fields, smiles_column, id_column)
+    else:
+        has_header = header == "yes"
+    try:
+        if has_header:
+            layout = _Layout(fields, _find_column(path, fields, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES"),
+                             _find_column(path, fields, id_column, LIBRARY_ID_COLUMNS, "id", required=False),
+                             len(fields))
+        else:
+            layout = _headerless_layout(path, fields, smiles_column, id_column)
+    except ValueError:
+        if reason == R.BAD_ENCODING:  # an undecodable header that lacks the columns: damage, not a user error
+            read.fail(BAD_HEADER, f"line {lineno} has undecodable bytes: {raw[:120]!r}")
+            return None, rows
+        raise
+    if has_header:
+        if reason == R.BAD_ENCODING:
+            log.warning("%s: header line %d has undecodable bytes; columns found anyway", path, lineno)
+        return layout, rows
+    return layout, itertools.chain([first], rows)
+
+
+def _headerless_layout(path: Path, fields: list[str], smiles_column, id_column) -> _Layout:
+    width = len(fields)
+    smiles = _column_number(path, smiles_column, width, "smiles_column")
+    if smiles is None:
+        smiles = next((i for i, f in enumerate(fields) if _parses_as_smiles(f)), None)
+        if smiles is None:
+            raise ValueError(f"{path}: no header row, and no field of the first row {fields[:6]} parses as SMILES; "
+                             f"pass smiles_column as a 0-based column number")
+    id_ = _column_number(path, id_column, width, "id_column")
+    if id_ is None and id_column is None:
+        id_ = next((i for i in range(width) if i != smiles), None)
+    return _Layout(None, smiles, id_, width)
+
+
+def _is_header_row(fields: list[str], smiles_column, id_column) -> bool:
+    names = set(HEADER_WORDS) | {str(c).lower() for c in (smiles_column, id_column)
+                                 if c is not None and not _is_number(c)}
+    if any(f.lower() in names for f in fields):
+        return True
+    number = int(smiles_column) if _is_number(smiles_column) else None
+    if number is not None and number < len(fields):
+        return not _parses_as_smiles(fields[number])
+    return not any(_parses_as_smiles(f) for f in fields)
+
+
+def _parses_as_smiles(text: str) -> bool:
+    if not text or len(text) > 2000:
+        return False
+    with rdBase.BlockLogs():  # a header word failing to parse is expected: keep RDKit quiet
+        mol = Chem.MolFromSmiles(text)
+    return mol is not None and mol.GetNumAtoms() > 0
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+
+
+def _column_number(path: Path, given, width: int, field: str) -> Optional[int]:
+    if given is None:
+        return None
+    if not _is_number(given):
+        raise ValueError(f"{path}: has no header row, so {field} must be a 0-based column number, got {given!r}")
+    if int(given) >= width:
+        raise ValueError(f"{path}: {field} {given} is out of range: the first row has {width} column(s)")
+    return int(given)
+
+
+def _iter_parquet(path: Path, smiles_column, id_column, chunk_rows: int, header: str) -> Chunks:
+    read = _FileRead(path, "row")
+    parquet = None
+    if read.opened():
+        try:
+            parquet = pq.ParquetFile(path)
+        except DAMAGE_ERRORS as exc:  # e.g. "Parquet magic bytes not found in footer"
+            read.fail(_damage_reason(exc), f"{type(exc).__name__}: {exc}")
+    if parquet is not None:
+        read.saw_data = True
+        names = parquet.schema_arrow.names
+        smiles_name = names[_find_column(path, names, smiles_column, LIBRARY_SMILES_COLUMNS, "SMILES")]
+        id_idx = _find_column(path, names, id_column, LIBRARY_ID_COLUMNS, "id", required=False)
+        id_name = names[id_idx] if id_idx is not None else None
+        columns = [smiles_name] + ([id_name] if id_name and id_name != smiles_name else [])
+        for batch in read.guard(parquet.iter_batches(batch_size=chunk_rows, columns=columns)):
+            yield _parquet_chunk(path, batch, smiles_name, id_name, read)
+    report = ReadReport(str(path), max_examples=None)
+    read.finish(report)
+    yield empty_records(), report
+
+
+def _parquet_chunk(path: Path, batch: pa.RecordBatch, smiles_name: str, id_name: Optional[str],
+                   read: _FileRead) -> tuple[pa.Table, ReadReport]:
+    offset, n = read.position, batch.num_rows
+    smiles = pc.utf8_trim_whitespace(batch.column(smiles_name).cast(pa.string()))
+    if id_name is not None:
+        ids = pc.utf8_trim_whitespace(batch.column(id_name).cast(pa.string()))
+    else:
+        ids = pa.array([str(i) for i in range(offset, offset + n)], pa.string())
+    no_smiles = _is_blank(smiles)
+    no_id = _is_blank(ids)
+    report = ReadReport(str(path), max_examples=None)
+    for i in np.flatnonzero(no_smiles | no_id):
+        reason = R.MISSING_SMILES if no_smiles[i] else R.MISSING_ID
+        report.add_malformed(offset + int(i), reason, f"id={ids[i].as_py()!r} smiles={smiles[i].as_py()!r}")
+    keep = pa.array(~(no_smiles | no_id))
+    ids, smiles = ids.filter(keep), smiles.filter(keep)
+    report.add_ok(len(ids))
+    read.position += n
+    if len(ids):
+        read.last_id = ids[-1].as_py()
+    return build_records(ids, smiles, [[]] * len(ids), [None] * len(ids), str(path)), report
+
+
+def _iter_sdf(path: Path, smiles_column, id_column, chunk_rows: int, header: str) -> Chunks:
+    read = _FileRead(path, "record")
+    chunk = _LibraryChunk(str(path), read)
+    supplier = Chem.SDMolSupplier()
+    records = read.guard(_sdf_records(path)) if read.opened() else ()
+    for index, record in enumerate(records):
+        read.saw_data, read.position = True, index + 1
+        supplier.SetData(record.decode("utf-8", errors="replace"))
+        mol = supplier[0]
+        if mol is None:
+            chunk.report.add_malformed(index, R.BAD_SDF_RECORD, f"SDF record {index} could not be read")
+        else:
+            keys = [id_column] if id_column is not None else [PUBCHEM_SDF_ID, "_Name"]
+            key = next((k for k in keys if mol.HasProp(k) and mol.GetProp(k).strip()), None)
+            id_ = mol.GetProp(key).strip() if key else ""
+            smiles = Chem.MolToSmiles(mol)
+            if not smiles:
+                chunk.report.add_malformed(index, R.MISSING_SMILES, f"SDF record {index} ({id_}) has no atoms")
+            elif not id_ and id_column is not None:
+                chunk.report.add_malformed(index, R.MISSING_ID, f"SDF record {index} has no {id_column}")
+            else:
+                chunk.add(id_ or str(index), smiles)
+        if chunk.size >= chunk_rows:
+            yield chunk.flush()
+            chunk = _LibraryChunk(str(path), read)
+    yield chunk.finish()
+
+
+def _sdf_records(path: Path) -> Iterator[bytes]:
+    """The file's SDF records as bytes (each up to its `$$$$` line). Read here, in Python, so that a damaged
+    stream raises an error the read can catch: handed to RDKit's C++ reader, a truncated gzip became a SystemError
+    that killed the job. A record cut by the damage is never yielded."""
+    lines: list[bytes] = []
+    with _open_binary(path) as handle:
+        for line in handle:
+            lines.append(line)
+            if line.startswith(b"$$$$"):
+                yield b"".join(lines)
+                lines = []
+    if any(line.strip() for line in lines):  # a last record without its `$$$$` line, as RDKit accepts
+        yield b"".join(lines)
+
+
+_LIBRARY_READERS = {"smi": _iter_smi, "csv": _iter_delimited, "tsv": _iter_delimited, "cid_smiles": _iter_delimited,
                     "parquet": _iter_parquet, "sdf": _iter_sdf}
 
 
 class _LibraryChunk:
-    def __init__(self, source: str):
-        self.source = source
+    def __init__(self, source: str, read: _FileRead):
+        self.source, self.read = source, read
         self.report = ReadReport(source, max_examples=None)  # every malformed row, for rejects files
         self.ids, self.smiles = [], []
 
@@ -560,39 +878,16 @@ class _LibraryChunk:
         self.ids.append(id_)
         self.smiles.append(smiles)
         self.report.add_ok()
+        self.read.last_id = id_
 
     def flush(self) -> tuple[pa.Table, ReadReport]:
         n = len(self.ids)
         return build_records(self.ids, self.smiles, [[]] * n, [None] * n, self.source), self.report
 
-
-def _library_format(path: Path) -> Optional[str]:
-    name = path.name.lower()
-    return next((fmt for suffix, fmt in LIBRARY_FORMATS.items() if name.endswith(suffix)), None)
-
-
-def _library_files(path: PathLike) -> list[Path]:
-    supported = ", ".join(LIBRARY_FORMATS)
-    p = Path(path)
-    if p.is_dir():
-        candidates = sorted(f for f in p.iterdir() if f.is_file())
-    elif p.is_file():
-        if _library_format(p) is None:
-            raise ValueError(f"{p}: unsupported molecule library format; supported suffixes: {supported}")
-        return [p]
-    elif glob.has_magic(str(path)):
-        candidates = sorted(Path(f) for f in glob.glob(str(path)) if os.path.isfile(f))
-        if not candidates:
-            raise FileNotFoundError(f"no files match {str(path)!r}")
-    else:
-        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
-    files = [f for f in candidates if _library_format(f) is not None]
-    skipped = len(candidates) - len(files)
-    if not files:
-        raise ValueError(f"{path}: no files with a supported suffix ({supported})")
-    if skipped:
-        log.info("%s: skipped %d file(s) without a supported suffix", path, skipped)
-    return files
+    def finish(self) -> tuple[pa.Table, ReadReport]:
+        """The file's last chunk: flushed with the end-of-file mark (and the file's failure, if any)."""
+        self.read.finish(self.report)
+        return self.flush()
 
 
 # ----------------------------------------------------------------------------------------------- read_pairs
@@ -647,24 +942,27 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
+def _decoded_lines(path: Path, read: Optional[_FileRead] = None) -> Iterator[tuple[int, str, bool]]:
     """(1-based line number, text, decoded cleanly). Undecodable bytes become U+FFFD and decoded=False, so
-    callers can report the line instead of failing the whole file."""
+    callers can report the line instead of failing the whole file. `read` tracks the last line read."""
     with _open_binary(path) as handle:
         for lineno, raw in enumerate(handle, start=1):
+            if read is not None:
+                read.position = lineno
             try:
                 yield lineno, raw.decode("utf-8"), True
             except UnicodeDecodeError:
                 yield lineno, raw.decode("utf-8", errors="replace"), False
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str], Optional[str], str]]:
+def _csv_rows(path: Path, delimiter: str,
+              read: Optional[_FileRead] = None) -> Iterator[tuple[int, list[str], Optional[str], str]]:
     """CSV rows as (line number, fields, malformed reason or None, raw text); blank lines skipped.
     A line with undecodable bytes or a csv parse error makes its row malformed rather than stopping the read."""
     bad_lines: list[int] = []
 
     def lines() -> Iterator[str]:
-        for lineno, text, decoded in _decoded_lines(path):
+        for lineno, text, decoded in _decoded_lines(path, read):
             if not decoded:
                 bad_lines.append(lineno)
             yield text
@@ -699,14 +997,17 @@ def _read_header(path: Path, rows: Iterator) -> list[str]:
 
 def _find_column(path: Path, header: Sequence[str], given: Optional[str], candidates: Sequence[str], what: str,
                  required: bool = True) -> Optional[int]:
-    """Index of the `given` column (exact, else case-insensitive), else of the first candidate present
-    (case-insensitive, candidates in priority order)."""
+    """Index of the `given` column (exact, else case-insensitive, else a 0-based column number), else of the
+    first candidate present (case-insensitive, candidates in priority order)."""
     lowered = [h.lower() for h in header]
     if given is not None:
-        if given in header:
-            return list(header).index(given)
-        if given.lower() in lowered:
-            return lowered.index(given.lower())
+        given_name = str(given)
+        if given_name in header:
+            return list(header).index(given_name)
+        if given_name.lower() in lowered:
+            return lowered.index(given_name.lower())
+        if given_name.strip().isdigit() and int(given_name) < len(header):
+            return int(given_name)
         raise ValueError(f"{path}: no {what} column {given!r}; columns are {list(header)}")
     for candidate in candidates:
         if candidate in lowered:
@@ -714,7 +1015,8 @@ def _find_column(path: Path, header: Sequence[str], given: Optional[str], candid
     if not required:
         return None
     raise ValueError(f"{path}: no {what} column found (looked for {list(candidates)}, any case); columns are "
-                     f"{list(header)}; pass the column name explicitly")
+                     f"{list(header)}; pass the column name (or, for a file without a header row, its 0-based "
+                     f"number)")
 
 
 def _is_blank(values: pa.Array) -> np.ndarray:

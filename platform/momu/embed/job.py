@@ -7,8 +7,10 @@
                       -> summary rows consumed by the driver, which marks parts complete in parts.jsonl
 
 The driver prints and logs to MLflow `read = embedded + rejected` (over the whole output, resumed runs
-included), rejects by reason, rows/s and where the output is. Bad rows never fail the job: only an
-infrastructure error (a crashed stage, a full disk, an unreadable model) raises.
+included), `files = ok + failed`, rejects by reason, rows/s and where the output is. Bad rows and damaged files
+never fail the job (a damaged file's rows before the damage are embedded, the damage is a rejected row and a
+`files_failed` entry); only a user error (a missing input, a missing column: checked here, before Ray starts) or
+an infrastructure error (a crashed stage, a full disk, an unreadable model) raises.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from momu.config import EmbedConfig
+from momu.embed.config import EmbedConfig
 from momu.embed.output import REJECTS_FILE, EmbedOutput
 from momu.embed.sources import check_columns, expand_inputs, file_fingerprint, file_key
-from momu.embed.stages import (EmbedRows, featurize_rows, read_parts, weights_sha256, write_rows)
+from momu.embed.stages import EmbedRows, featurize_rows, read_parts, write_rows
+from momu.models.loading import weights_sha256
 
 
 BLOCK_BYTES = 1 << 18
@@ -80,13 +83,15 @@ def _fingerprint(config: EmbedConfig, model: dict) -> dict:
     return {"mode": config.mode, "weights_sha256": model["weights_sha256"], "model_version": model["model_version"],
             "embedding_dtype": config.embedding_dtype, "max_atoms": config.max_atoms, "part_rows": config.part_rows,
             "smiles_column": config.smiles_column, "id_column": config.id_column, "text_column": config.text_column,
-            "prefix_ids_with_file": config.prefix_ids_with_file}
+            "prefix_ids_with_file": config.prefix_ids_with_file, "header": config.header}
 
 
 def run_embedding(config: EmbedConfig, log_to_mlflow: bool = True) -> EmbedResult:
-    files = expand_inputs(config.inputs, config.mode)
+    ignored: list[str] = []
+    files = expand_inputs(config.inputs, config.mode, ignored)
     for f in files:
-        check_columns(f, config.mode, config.smiles_column, config.id_column, config.text_column)
+        check_columns(f, config.mode, config.smiles_column, config.id_column, config.text_column,
+                      header=config.header)
     if config.mlflow_tracking_uri:  # models:/ URIs resolve against the configured store (here and in actors)
         os.environ["MLFLOW_TRACKING_URI"] = config.mlflow_tracking_uri
     model = describe_model(config.model)
@@ -123,8 +128,12 @@ def run_embedding(config: EmbedConfig, log_to_mlflow: bool = True) -> EmbedResul
             raise RuntimeError(f"the pipeline finished but parts are missing (file: missing parts, -1 = not read "
                                f"to the end): {missing}")
         summary = _summarise(config, model, manifest, out, completed, attempt, complete)
+        summary.update(_file_totals(out, keys, ignored))
         if complete:
             out.write_done(summary)
+        if summary["files_failed"]:
+            manifest["files_failed"] = summary["files_failed"]
+            out.write_manifest(manifest)
         if run is not None:
             _log_mlflow(summary, out)
     return EmbedResult(out.root, complete, summary, mlflow_run_id)
@@ -171,7 +180,7 @@ def _stream(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutput, fil
     for unit in completed:
         key, part = unit.rsplit("/p", 1)
         done_by_file[key].append(int(part))
-    items = [{"path": str(f.resolve()), "key": file_key(f), "done_parts": sorted(done_by_file[file_key(f)])}
+    items = [{"path": str(f.absolute()), "key": file_key(f), "done_parts": sorted(done_by_file[file_key(f)])}
              for f in files]
     root = str(out.root.resolve())
     ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -182,7 +191,7 @@ def _stream(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutput, fil
                         fn_kwargs={"output_dir": root, "mode": config.mode, "part_rows": config.part_rows,
                                    "smiles_column": config.smiles_column, "id_column": config.id_column,
                                    "text_column": config.text_column,
-                                   "prefix_ids_with_file": config.prefix_ids_with_file})
+                                   "prefix_ids_with_file": config.prefix_ids_with_file, "header": config.header})
     if config.mode == "molecules":
         ds = ds.map_batches(featurize_rows, batch_size=config.featurize_batch_rows, batch_format="pyarrow",
                             num_cpus=config.featurize_cpus, fn_kwargs={"max_atoms": config.max_atoms})
@@ -295,13 +304,24 @@ def _summarise(config: EmbedConfig, model: dict, manifest: dict, out: EmbedOutpu
     return summary
 
 
+def _file_totals(out: EmbedOutput, keys: dict[str, Path], ignored: list[str]) -> dict:
+    """files = ok + failed over the files read to the end so far (their read markers), and the entries of the
+    input directories that were not molecule libraries."""
+    markers = out.read_markers()
+    failed = [markers[k]["failed"] for k in keys if k in markers and markers[k].get("failed")]
+    read = sum(1 for k in keys if k in markers)
+    return {"files": len(keys), "files_read": read, "files_ok": read - len(failed), "files_failed": failed,
+            "ignored_files": ignored}
+
+
 def _log_mlflow(summary: dict, out: EmbedOutput) -> None:
     import mlflow
 
     metrics = {"rows_read": summary["rows_read"], "rows_embedded": summary["embedded"],
                "rows_rejected": summary["rejected"], "parts_completed": summary["parts"],
                "complete": float(summary["complete"]), "this_run_rows": summary["this_run"]["rows"],
-               "this_run_seconds": summary["this_run"]["seconds"]}
+               "this_run_seconds": summary["this_run"]["seconds"], "files": summary["files"],
+               "files_ok": summary["files_ok"], "files_failed": len(summary["files_failed"])}
     if summary["this_run"]["rows_per_s"]:
         metrics["rows_per_s"] = summary["this_run"]["rows_per_s"]
     if "duplicate_ids" in summary:
@@ -314,6 +334,23 @@ def _log_mlflow(summary: dict, out: EmbedOutput) -> None:
                      "model_name": summary["model_info"]["model_name"],
                      "model_version": summary["model_info"]["model_version"]})
     mlflow.log_dict({k: v for k, v in summary.items() if k != "shards"}, "embed_summary.json")
+
+
+def format_files(summary: dict) -> str:
+    """One line: 'files: 9 = 7 ok + 2 failed (a.sdf.gz: truncated_file after record 3; ...), 2 ignored (...)'."""
+    failed = summary["files_failed"]
+    text = f"files: {summary['files']:,} = {summary['files_ok']:,} ok + {len(failed):,} failed"
+    if summary["files_read"] != summary["files"]:
+        text += f" ({summary['files'] - summary['files_read']:,} not read yet)"
+    if failed:
+        text += " (" + "; ".join(f"{Path(f['file']).name}: {f['reason']}" + (f" after {f['last_good']}"
+                                                                          if f["last_good"] else "")
+                                 for f in failed[:10]) + ("; ..." if len(failed) > 10 else "") + \
+                "; details in the rejects file, stage read)"
+    if summary["ignored_files"]:
+        names = [Path(f).name for f in summary["ignored_files"]]
+        text += f", {len(names)} ignored (not molecule files: {', '.join(names[:10])}{', ...' if len(names) > 10 else ''})"
+    return text
 
 
 def format_summary(summary: dict) -> str:
@@ -333,6 +370,8 @@ def format_summary(summary: dict) -> str:
                  f"{summary['rejected']:,} ({ok})")
     if summary["rejected_by_reason"]:
         lines.append("rejected by reason: " + ", ".join(f"{r} {n:,}" for r, n in summary["rejected_by_reason"].items()))
+    if "files" in summary:
+        lines.append(format_files(summary))
     dup = summary.get("duplicate_ids")
     if dup and dup["rows"]:
         lines.append(f"warning: {dup['ids']:,} ids occur more than once ({dup['rows']:,} extra rows, all embedded), "

@@ -14,7 +14,6 @@ driver can tell when every row of a part has been written, whatever batching Ray
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -30,6 +29,7 @@ import pyarrow.parquet as pq
 from momu.chem.columns import GRAPH_COLUMNS, GRAPH_SCHEMA, graphs_to_columns
 from momu.chem.featurize import MolGraph, Rejection, featurize_mol, parse_smiles
 from momu.embed.sources import iter_parts
+from momu.models.loading import weights_sha256
 
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
@@ -72,20 +72,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 # -- read -----------------------------------------------------------------------------------------------------
 
 def read_parts(batch: pa.Table, output_dir: str, mode: str, part_rows: int, smiles_column: Optional[str],
-               id_column: Optional[str], text_column: Optional[str], prefix_ids_with_file: bool) -> Iterator[pa.Table]:
+               id_column: Optional[str], text_column: Optional[str], prefix_ids_with_file: bool,
+               header: str = "auto") -> Iterator[pa.Table]:
     """For each input file row (path, key, done_parts) of `batch`: yield its parts not yet done; then write
-    `_reads/<key>.json` with the file's number of parts and rows."""
+    `_reads/<key>.json` with the file's number of parts and rows, and its failure (null when it read cleanly)."""
     for path, key, done in zip(batch.column("path").to_pylist(), batch.column("key").to_pylist(),
                                batch.column("done_parts").to_pylist()):
         done = set(done or [])
         parts = rows = 0
+        failures: list = []
         for part in iter_parts(Path(path), mode, part_rows, smiles_column, id_column, text_column,
-                               prefix_ids_with_file):
+                               prefix_ids_with_file, header, failures):
             parts, rows = parts + 1, rows + part.rows
             if part.index not in done:
                 yield part.table
         marker = Path(output_dir) / READS_DIR / f"{key}.json"
-        atomic_write_text(marker, json.dumps({"path": path, "parts": parts, "rows": rows}))
+        atomic_write_text(marker, json.dumps({"path": path, "parts": parts, "rows": rows,
+                                              "failed": failures[0] if failures else None}))
 
 
 # -- featurize ------------------------------------------------------------------------------------------------
@@ -134,14 +137,6 @@ def _featurize_one(smiles, max_atoms: int):
 
 
 # -- model ----------------------------------------------------------------------------------------------------
-
-def weights_sha256(model_dir: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 class EmbedRows:
     """Model stage: one MoMu per actor (GPU when the actor has one). molecules: graph columns -> encode_graph;

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 import pyarrow.parquet as pq
 
-from momu.config import IndexBuildConfig
+from momu.index.config import IndexBuildConfig
 from momu.index.vector_index import (EMBEDDING_COLUMN, RetrievalIndex, _embedding_matrix, _exact_topk, _shard_files,
                                      recall_at_k)
 

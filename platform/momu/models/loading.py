@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from momu.models.momu import CONFIG_FILE, MoMu
@@ -23,11 +24,24 @@ def resolve_model_dir(source: str | Path) -> Path:
             if (candidate / CONFIG_FILE).is_file() and (candidate / "model.safetensors").is_file():
                 return candidate
         raise FileNotFoundError(f"{text} downloaded to {local} but holds no saved MoMu model")
-    path = Path(text)
+    from momu.models.published import published_names, resolve_published
+
+    path = resolve_published(text)
     if not path.exists():
-        raise FileNotFoundError(f"model not found: {path}")
+        shipped = ", ".join(published_names()) or "none"
+        raise FileNotFoundError(f"model not found: {path} (not a directory, models:/ URI or shipped checkpoint; "
+                                f"shipped: {shipped})")
     return path
 
 
 def load_momu(source: str | Path, map_location: str = "cpu") -> MoMu:
     return MoMu.from_pretrained(resolve_model_dir(source), map_location=map_location)
+
+
+def weights_sha256(model_dir: str | Path) -> str:
+    """SHA-256 of a saved model's weights file: what says two embeddings came from the same model."""
+    digest = hashlib.sha256()
+    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 from momu.config import MoMuConfig
@@ -149,12 +149,27 @@ class MoMu(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MoMu":
-        directory = Path(directory)
+        """A saved model directory, or the name of a checkpoint shipped with the package (`momu.models.published`).
+
+        A published checkpoint holds only the graph tower and both heads (fp16 allowed); its text tower is the
+        bundled encoder it names, loaded from that encoder's own weights."""
+        from momu.models.published import resolve_published
+
+        directory = resolve_published(directory)
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{directory} is not a saved MoMu model (no {CONFIG_FILE})")
         payload = json.loads(config_path.read_text())
         config = MoMuConfig.model_validate(payload["config"])
+        if payload.get("text_weights") == "bundled":
+            model = cls(config)  # the text tower's weights come from its own (bundled) files
+            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("text_encoder.")]
+            if missing or unexpected:
+                raise ValueError(f"{directory / WEIGHTS_FILE} does not fit its config: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+            return model.to(map_location)
         model = cls(config, text_hf_dir=str(directory / TEXT_ENCODER_DIR))
         load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=str(map_location))
         return model

@@ -3,7 +3,8 @@
 Per step: sample a batch of molecules, make two augmented graph views and two text views, and minimise the mean
 of MoMu's four symmetric InfoNCE losses. With text_mode "locked" the text tower's features for every text are
 computed once (eval mode) and only the graph tower and both heads train; the text dropout still applies to the
-cached features, as it would to live ones. The forward pass and objective are the Ray Train job's own
+cached features, as it would to live ones. With "partial" the hidden states entering the top text_train_layers
+layers are computed once and those layers train too. The forward pass and objective are the Ray Train job's own
 (`ContrastiveModule`, `contrastive_objective`); only data handling differs (in-memory lists here).
 """
 
@@ -22,12 +23,12 @@ from tqdm.auto import tqdm
 
 from momu.chem.augment import augment_pyg_batch
 from momu.chem.featurize import graphs_to_pyg_batch
-from momu.config import TrainConfig
+from momu.pretrain.config import TrainConfig
 from momu.data.pairs import PairDataset, heldout_mask, load_pair_dataset
-from momu.eval.retrieval import inbatch_accuracy
+from momu.retrieval.metrics import inbatch_accuracy
 from momu.losses import info_nce
 from momu.models.momu import MoMu, build_model
-from momu.train.contrastive import ContrastiveInputs, ContrastiveModule, contrastive_objective
+from momu.pretrain.contrastive import ContrastiveInputs, ContrastiveModule, contrastive_objective
 
 
 class TextFeatureCache:
@@ -49,6 +50,34 @@ class TextFeatureCache:
 
     def lookup(self, texts: list[str]) -> torch.Tensor:
         return self.features[[self.index[t] for t in texts]]
+
+
+class HiddenStateCache:
+    """Partial-text mode: for every distinct text, the hidden states (real tokens only) entering the text
+    tower's top `train_layers` layers, computed once without grad; `lookup` pads them like the Ray collator."""
+
+    def __init__(self, model: MoMu, texts: list[str], train_layers: int, batch_size: int = 64,
+                 progress: bool = True):
+        self.index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        unique = list(self.index)
+        encoder = model.text_encoder
+        was_training = encoder.training
+        encoder.eval()
+        self.hidden: list[torch.Tensor] = []
+        with torch.no_grad():
+            for start in tqdm(range(0, len(unique), batch_size), desc="caching text hidden states",
+                              disable=not progress):
+                tokens = encoder.tokenize(unique[start:start + batch_size], model.device)
+                states = encoder.lower_hidden(**tokens, train_layers=train_layers)
+                self.hidden += [h[m.bool()].cpu() for h, m in zip(states, tokens["attention_mask"])]
+        encoder.train(was_training)
+
+    def lookup(self, texts: list[str]) -> dict:
+        chosen = [self.hidden[self.index[t]] for t in texts]
+        hidden = torch.nn.utils.rnn.pad_sequence(chosen, batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(h), dtype=torch.long) for h in chosen],
+                                               batch_first=True)
+        return {"hidden": hidden, "attention_mask": mask}
 
 
 def sample_text_views(texts: list[list[str]], rng: np.random.Generator) -> tuple[list[str], list[str]]:
@@ -83,11 +112,13 @@ class ContrastiveTrainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.model = model if model is not None else build_model(config.model)
-        self.module = ContrastiveModule(self.model, "momu", config.text_mode)
-        self.text_cache: Optional[TextFeatureCache] = None
+        self.module = ContrastiveModule(self.model, "momu", config.text_mode, config.text_train_layers)
+        self.text_cache: Optional[TextFeatureCache | HiddenStateCache] = None
+        all_texts = [t for options in train.texts + heldout.texts for t in options]
         if config.text_mode == "locked":
-            all_texts = [t for options in train.texts + heldout.texts for t in options]
             self.text_cache = TextFeatureCache(self.model, all_texts, progress=progress)
+        elif config.text_mode == "partial":
+            self.text_cache = HiddenStateCache(self.model, all_texts, config.text_train_layers, progress=progress)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
@@ -106,7 +137,7 @@ class ContrastiveTrainer:
         return idx
 
     def text_input(self, texts: list[str]):
-        """Cached pooled features (locked) or token ids (frozen / finetune) for ContrastiveModule."""
+        """Cached pooled features (locked), cached hidden states (partial) or token ids (frozen / finetune)."""
         if self.text_cache is not None:
             return self.text_cache.lookup(texts)
         return self.model.text_encoder.tokenize(texts, self.model.device)

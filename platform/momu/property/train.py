@@ -6,7 +6,7 @@ pool + linear head, masked multi-task BCE (or MSE on standardised targets for re
 collated with `graphs_to_pyg_batch`. Every epoch the validation metric is computed; the reported test metric is the
 one at the best-validation epoch (ROC-AUC averaged over the tasks that have both classes; RMSE for regression).
 
-Pure torch/RDKit/numpy: no Ray (the sweep's Ray Tune wiring lives in `momu.train.property_sweep`).
+Pure torch/RDKit/numpy: no Ray (the sweep's Ray Tune wiring lives in `momu.property.sweep`).
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 from momu.chem.columns import GRAPH_COLUMNS, flat_column, graphs_to_columns
 from momu.chem.featurize import MolGraph, featurize_many, graphs_to_pyg_batch
 from momu.chem.scaffold import Split, make_split
-from momu.config import PropertyDataSection, PropertyFinetuneConfig
-from momu.eval.property_metrics import (
+from momu.property.config import PropertyDataSection, PropertyFinetuneConfig
+from momu.property.metrics import (
     TaskScores,
     masked_bce_with_logits,
     masked_mse,
     multitask_rmse,
     multitask_roc_auc,
 )
-from momu.models.property import PropertyModel, build_property_model, save_property_model
+from momu.property.model import PropertyModel, build_property_model, save_property_model
 
 CACHE_FORMAT_VERSION = 1
 MAX_REJECT_EXAMPLES = 20
@@ -612,13 +612,16 @@ def predict_graphs(loaded, graphs: Sequence[MolGraph], batch_size: int = 256, de
 
 def predict_file(model_source: str, input_path: str, output: str, smiles_column: Optional[str] = None,
                  id_column: Optional[str] = None, batch_size: int = 256, max_atoms: int = 512,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, header: str = "auto") -> dict:
     """`momu predict property`: a molecule file -> id, smiles, one column per task (CSV or Parquet by suffix).
-    Rows the reader refuses and SMILES RDKit cannot featurize are written to <output stem>.rejects.csv."""
+    Rows the reader refuses and SMILES RDKit cannot featurize are written to <output stem>.rejects.csv. A
+    damaged input file does not stop the run: its rows before the damage are predicted, the damage is one
+    rejected row and an entry of `files_failed` (rows_read = predicted + rejected, files = files_ok + failed)."""
     import csv
 
-    from momu.data.readers import read_molecule_library
-    from momu.models.property import load_property_model
+    from momu.chem.library import tally_files
+    from momu.data.readers import FILE_FAILURE_REASONS, iter_molecule_library
+    from momu.property.model import load_property_model
 
     out_path = Path(output)
     name = out_path.name.lower()
@@ -628,20 +631,38 @@ def predict_file(model_source: str, input_path: str, output: str, smiles_column:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     started = time.perf_counter()
     loaded = load_property_model(model_source)
-    read = read_molecule_library(input_path, smiles_column, id_column)
-    ids, smiles = read.table.column("id").to_pylist(), read.table.column("smiles").to_pylist()
-    featurized = featurize_many(smiles, max_atoms=max_atoms)
-    graphs = featurized.graphs
-    preds = []
-    for s in tqdm(range(0, len(graphs), batch_size), desc="predict", unit="batch", disable=not progress):
-        preds.append(predict_graphs(loaded, graphs[s:s + batch_size], batch_size))
-    values = np.concatenate(preds) if preds else np.zeros((0, len(loaded.task_names)), np.float32)
-    columns = {"id": pa.array([ids[i] for i in featurized.indices], pa.string()),
-               "smiles": pa.array([smiles[i] for i in featurized.indices], pa.string())}
+    columns: dict[str, list] = {"id": [], "smiles": []}
+    values, rejects, reasons = [], [], {}
+    files = {"files": 0, "files_failed": [], "ignored_files": []}
+    rows_read = 0
+    bar = tqdm(desc="predict", unit="mol", disable=not progress)
+    # Chunk by chunk: graphs of one chunk at a time, and every reader-refused row kept (a merged report would keep
+    # only a sample of them).
+    for table, report in iter_molecule_library(input_path, smiles_column, id_column, header=header):
+        rows_read += report.rows_read
+        tally_files(files, report.metadata)
+        for reason, count in report.malformed.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+        for ex in report.examples:
+            damage = ex.reason in FILE_FAILURE_REASONS
+            rejects.append(["", "" if damage else ex.raw, ex.reason, ex.raw if damage else f"row {ex.row}", "read"])
+        ids, smiles = table.column("id").to_pylist(), table.column("smiles").to_pylist()
+        featurized = featurize_many(smiles, max_atoms=max_atoms)
+        for i, rejection in featurized.rejected:
+            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+            rejects.append([ids[i], smiles[i], rejection.reason, rejection.detail, "featurize"])
+        if featurized.graphs:
+            values.append(predict_graphs(loaded, featurized.graphs, batch_size))
+            columns["id"] += [ids[i] for i in featurized.indices]
+            columns["smiles"] += [smiles[i] for i in featurized.indices]
+        bar.update(report.rows_read)
+    bar.close()
+    predicted = np.concatenate(values) if values else np.zeros((0, len(loaded.task_names)), np.float32)
+    arrays = {"id": pa.array(columns["id"], pa.string()), "smiles": pa.array(columns["smiles"], pa.string())}
     for t, task in enumerate(loaded.task_names):
-        column = task if task not in columns else f"task_{task}"
-        columns[column] = pa.array(values[:, t].astype(np.float64), pa.float64())
-    table = pa.table(columns)
+        column = task if task not in arrays else f"task_{task}"
+        arrays[column] = pa.array(predicted[:, t].astype(np.float64), pa.float64())
+    table = pa.table(arrays)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if name.endswith(".parquet"):
         pq.write_table(table, out_path)
@@ -655,19 +676,17 @@ def predict_file(model_source: str, input_path: str, output: str, smiles_column:
             pacsv.write_csv(table, out_path)
     stem = name.removesuffix(".gz").removesuffix(".csv").removesuffix(".parquet")
     rejects_path = out_path.with_name(f"{stem}.rejects.csv")
-    reasons: dict[str, int] = dict(read.report.malformed)
     with open(rejects_path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "input", "reason", "detail", "stage"])
-        for ex in read.report.examples:
-            writer.writerow(["", ex.raw, ex.reason, f"row {ex.row}", "read"])
-        for i, rejection in featurized.rejected:
-            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
-            writer.writerow([ids[i], smiles[i], rejection.reason, rejection.detail, "featurize"])
+        writer.writerows(rejects)
+    if rows_read != table.num_rows + len(rejects):  # an accounting bug must never pass silently
+        raise RuntimeError(f"row accounting mismatch: read {rows_read} != {table.num_rows} + {len(rejects)}")
     return {
         "model": str(model_source), "input": str(input_path), "output": str(out_path.resolve()),
         "rejects": str(rejects_path.resolve()), "task_type": loaded.task_type, "tasks": loaded.task_names,
-        "rows_read": read.report.rows_read, "predicted": len(graphs),
-        "rejected": read.report.rows_malformed + len(featurized.rejected), "rejected_by_reason": reasons,
+        "rows_read": rows_read, "predicted": table.num_rows, "rejected": len(rejects), "rejected_by_reason": reasons,
+        "files": files["files"], "files_ok": files["files"] - len(files["files_failed"]),
+        "files_failed": files["files_failed"], "ignored_files": files["ignored_files"],
         "seconds": round(time.perf_counter() - started, 3),
     }

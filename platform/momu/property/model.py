@@ -34,7 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from momu.config import GINConfig, PropertyModelSection
+from momu.config import GINConfig
+from momu.property.config import PropertyModelSection
 from momu.models.gin import GIN, GraphEncoder
 
 PROPERTY_CONFIG_FILE = "property_model.json"

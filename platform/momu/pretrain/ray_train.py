@@ -18,7 +18,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from momu.config import PretrainConfig
+from momu.pretrain.config import PretrainConfig
+from momu.job_output import ProgressLine, configure_job_output, verbose
 from momu.ray_session import init_ray_if_needed
 
 CHECKPOINT_FILE = "train_state.pt"
@@ -31,10 +32,17 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def _trainable_state(model, text_mode: str, objective: str) -> dict:
-    """Model state to checkpoint: everything except a text tower that cannot change (frozen/locked/graphcl)."""
-    skip_text = objective == "graphcl" or text_mode in ("frozen", "locked")
-    return {k: v for k, v in model.state_dict().items() if not (skip_text and k.startswith("text_encoder."))}
+def _trainable_state(model, text_mode: str, objective: str, text_train_layers: Optional[int] = None) -> dict:
+    """Model state to checkpoint: everything except the text tower's parts that cannot change (all of it when
+    frozen/locked/graphcl; all but the trained top layers when partial)."""
+    if objective == "graphcl" or text_mode in ("frozen", "locked"):
+        keep_text: tuple = ()
+    elif text_mode == "partial":
+        keep_text = tuple(f"text_encoder.{p}" for p in model.text_encoder.top_state_prefixes(text_train_layers))
+    else:
+        keep_text = ("text_encoder.",)
+    return {k: v for k, v in model.state_dict().items()
+            if not k.startswith("text_encoder.") or k.startswith(keep_text)}
 
 
 def load_graph_init(model, source: str) -> None:
@@ -114,7 +122,7 @@ def train_func(loop_config: dict) -> None:
     import ray.train.torch
 
     from momu.models.momu import build_model
-    from momu.train.contrastive import (ContrastiveCollator, ContrastiveModule, PrefetchedBatches,
+    from momu.pretrain.contrastive import (ContrastiveCollator, ContrastiveModule, PrefetchedBatches,
                                         contrastive_objective)
 
     import ray.data
@@ -123,6 +131,7 @@ def train_func(loop_config: dict) -> None:
     text_mode = loop_config["text_mode"]
     # Workers iterate materialized splits; per-iteration progress bars would only flood the job log.
     ray.data.DataContext.get_current().enable_progress_bars = False
+    configure_job_output(verbose())  # this worker's Ray loggers, as the driver's (MOMU_VERBOSE is inherited)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
@@ -132,7 +141,7 @@ def train_func(loop_config: dict) -> None:
         load_full_init(model, loop_config.get("init_from_dir") or cfg.init_from)
     if cfg.graph_init:
         load_graph_init(model, cfg.graph_init)
-    module = ContrastiveModule(model, cfg.objective, text_mode)
+    module = ContrastiveModule(model, cfg.objective, text_mode, cfg.text_train_layers)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0}
@@ -164,6 +173,8 @@ def train_func(loop_config: dict) -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     max_steps = cfg.max_steps or 10 ** 12
     total_steps = planned_steps(cfg, int(loop_config.get("train_rows_per_worker") or cfg.batch_size))
+    # One line every 15 s from rank 0 (forwarded to the driver's log), instead of Ray's per-iteration output.
+    progress = ProgressLine(f"{cfg.objective} step", min(total_steps, max_steps)) if rank == 0 else None
     timing = {"data": 0.0, "compute": 0.0, "samples": 0}
 
     def save_and_report(metrics: dict) -> None:
@@ -171,7 +182,7 @@ def train_func(loop_config: dict) -> None:
                    "restored_from_step": state["restored_from_step"]}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                payload = {"model": _trainable_state(model, text_mode, cfg.objective),
+                payload = {"model": _trainable_state(model, text_mode, cfg.objective, cfg.text_train_layers),
                            "optimizer": optimizer.state_dict(), "state": dict(state)}
                 if cfg.select_best and best["model"] is not None:
                     payload["best"] = {"value": best["value"], "step": best["step"]}
@@ -189,7 +200,8 @@ def train_func(loop_config: dict) -> None:
         if value > best["value"]:
             best.update(value=value, step=state["step"],
                         model={k: v.detach().cpu().clone()
-                               for k, v in _trainable_state(model, text_mode, cfg.objective).items()})
+                               for k, v in _trainable_state(model, text_mode, cfg.objective,
+                                                            cfg.text_train_layers).items()})
         return {f"best_val_{cfg.select_best}": best["value"], "best_step": best["step"]}
 
     if cfg.select_best and state["step"] == 0 and rank == 0:
@@ -250,6 +262,9 @@ def train_func(loop_config: dict) -> None:
                             "samples_per_s": inputs.batch_size * world / max(t2 - t0, 1e-9)}, state["step"])
                 if state["step"] % cfg.log_every == 0:
                     logger.flush()
+            if progress:
+                progress.update(state["step"], epoch=epoch, loss=last_loss,
+                                samples_per_s=round(inputs.batch_size * world / max(t2 - t0, 1e-9), 1))
             if state["step"] % cfg.checkpoint_every == 0:
                 save_and_report({"train_loss": last_loss, **_throughput(timing)})
             if state["step"] >= max_steps:
@@ -288,7 +303,7 @@ def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, devic
     """Validation graphs (no augmentation) and their first paragraph, in file order."""
     import ray.train
 
-    from momu.train.contrastive import _list_of_lists, graph_batch_from_columns
+    from momu.pretrain.contrastive import _list_of_lists, graph_batch_from_columns, text_column
 
     module.eval()
     graphs, texts, tables = [], [], []
@@ -298,8 +313,7 @@ def _val_embeddings(module, cfg: PretrainConfig, text_mode: str, collator, devic
         graph_batch = graph_batch_from_columns(batch, cfg.model.graph.bond_feature, collator.fingerprint_bits)
         graphs.append(module.model.encode_graph(graph_batch.to(device)))
         if cfg.objective != "graphcl":
-            column = "text_features" if text_mode == "locked" else "text_input_ids"
-            offsets, paragraphs = _list_of_lists(batch.column(column))
+            offsets, paragraphs = _list_of_lists(batch.column(text_column(text_mode)))
             texts.append(module.embed_text(_to(collator.text_view(paragraphs, offsets[:-1]), device)))
         tables.append(batch)
         seen += batch.num_rows
@@ -325,7 +339,7 @@ def _validate(module, cfg: PretrainConfig, text_mode: str, collator, device) -> 
 
 
 def _inbatch_metrics(a: torch.Tensor, b: torch.Tensor, cfg: PretrainConfig) -> dict:
-    from momu.eval.retrieval import inbatch_accuracy
+    from momu.retrieval.metrics import inbatch_accuracy
     from momu.losses import info_nce
 
     bs = cfg.eval_batch_size
@@ -408,7 +422,11 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
         cfg = cfg.model_copy(update={"graph_init": str(resolve_model_dir(cfg.graph_init).resolve())})
     if cfg.init_from:
         cfg, init_dir = resolve_init_from(cfg, text_mode, progress)
-    from momu.data.pipeline import build_pretrain_data
+    if text_mode == "partial" and cfg.objective != "graphcl":
+        from momu.models.text import check_train_layers
+
+        check_train_layers(cfg.model.text, cfg.text_train_layers)  # here, not inside a Ray Data actor
+    from momu.pretrain.data import build_pretrain_data
 
     data = build_pretrain_data(cfg, n, text_mode)
     if progress:
@@ -421,6 +439,11 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
 
     mlflow_ctx, run_id, tracking_uri = _start_mlflow(cfg, run_name, data.summary, text_mode) if log_to_mlflow \
         else (_nullcontext(), None, None)
+    # Each dataset carries the context it was made with; the workers iterate the materialized splits every epoch,
+    # and bars (or "execution finished" lines) per iteration would flood the job log.
+    for ds in [*data.train_splits, data.val]:
+        ds.context.enable_progress_bars = verbose()
+        ds.context.print_on_execution_start = verbose()
     with mlflow_ctx:
         trainer = TorchTrainer(
             train_func,
@@ -430,11 +453,13 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
                                "train_rows_per_worker": data.summary["train_rows_per_worker"],
                                "init_from_dir": str(init_dir) if init_dir else None},
             scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources),
+                                                   resources_per_worker=resources,
+                                                   placement_strategy=cfg.scaling.placement_strategy),
             run_config=ray.train.RunConfig(
                 name=run_name, storage_path=storage,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep)),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
+                **_train_logging()),
             datasets={**{f"train_{i}": split for i, split in enumerate(data.train_splits)}, "val": data.val},
             dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         )
@@ -449,6 +474,17 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             if run_id:
                 model_uri = _log_model(cfg, model_dir, metrics)
     return PretrainResult(run_name, checkpoint_path, model_dir, metrics, data.summary, run_id, model_uri)
+
+
+def _train_logging() -> dict:
+    """Ray Train's own INFO lines (worker group start, every reported result) only with --verbose."""
+    if verbose():
+        return {}
+    try:
+        from ray.train import LoggingConfig
+    except ImportError:  # Ray Train v1 API: nothing to set
+        return {}
+    return {"logging_config": LoggingConfig(log_level="WARNING")}
 
 
 def _resume_path(resume: Optional[str]) -> Optional[str]:
@@ -483,7 +519,8 @@ def export_model(cfg: PretrainConfig, text_mode: str, checkpoint_path: str, dire
 def resolve_init_from(cfg: PretrainConfig, text_mode: str, progress: bool = True) -> tuple[PretrainConfig, Path]:
     """Download/locate the init_from model once; its config becomes the run's `model`. In locked mode the text
     features are computed from the text encoder's pretrained weights, so the init model's text tower must
-    still be exactly those weights (a finetuned one needs text_mode frozen or finetune)."""
+    still be exactly those weights (a finetuned one needs text_mode frozen or finetune); in partial mode the
+    same holds below the trained top layers."""
     from momu.config import MoMuConfig
     from momu.models.loading import resolve_model_dir
     from momu.models.momu import CONFIG_FILE, MoMu
@@ -494,14 +531,16 @@ def resolve_init_from(cfg: PretrainConfig, text_mode: str, progress: bool = True
     if saved != cfg.model and progress:
         print(f"init_from: using the model config of {cfg.init_from} (graph_encoder {saved.graph_encoder})")
     cfg = cfg.model_copy(update={"model": saved})
-    if text_mode == "locked" and cfg.objective != "graphcl":
+    if text_mode in ("locked", "partial") and cfg.objective != "graphcl":
         tuned = MoMu.from_pretrained(init_dir).text_encoder.state_dict()
-        stock = TextEncoder(saved.text).state_dict()
-        changed = [k for k, v in stock.items() if not torch.equal(v, tuned[k])]
+        stock_encoder = TextEncoder(saved.text)
+        top = stock_encoder.top_state_prefixes(cfg.text_train_layers) if text_mode == "partial" else ()
+        changed = [k for k, v in stock_encoder.state_dict().items()
+                   if not k.startswith(top) and not torch.equal(v, tuned[k])]
         if changed:
             raise ValueError(f"init_from: {cfg.init_from} has a finetuned text tower ({len(changed)} tensors differ "
-                             f"from {saved.text.name_or_path}); text_mode locked would use the wrong features: "
-                             "use text_mode frozen or finetune")
+                             f"from {saved.text.name_or_path}, e.g. {changed[0]}); text_mode {text_mode} would use "
+                             "the wrong cached text inputs: use text_mode frozen or finetune")
     return cfg, init_dir
 
 

@@ -2,8 +2,9 @@
 DDP-friendly forward module and the objective. No Ray imports.
 
 A training batch arrives as Arrow columns: the graph columns (momu.chem.columns) plus, per text mode,
-`text_input_ids` (list<list<int32>>: every paragraph's token ids) or `text_features` (list<list<float32>>: every
-paragraph's pooled text-tower features). The collator draws two augmented graph views and two paragraphs per
+`text_input_ids` (list<list<int32>>: every paragraph's token ids), `text_features` (list<list<float32>>: every
+paragraph's pooled text-tower features; locked) or `text_hidden` (list<list<fixed_size_list[H]>>: every
+paragraph's [tokens, H] hidden states below the trained top layers; partial). The collator draws two augmented graph views and two paragraphs per
 molecule with an RNG keyed by (seed, epoch, rank, batch index): views differ between epochs, and a run resumed
 mid-epoch redraws exactly the views the uninterrupted run would have drawn.
 """
@@ -24,7 +25,15 @@ from momu.losses import info_nce, momu_contrastive_loss, vse_max_violation_loss
 from momu.models.fingerprint import FINGERPRINT_COLUMN, attach_fingerprints
 from momu.models.momu import MoMu
 
-TextInput = Union[torch.Tensor, dict]  # cached features [B, H], or {"input_ids", "attention_mask"}
+# cached features [B, H] (locked), {"input_ids", "attention_mask"} (two-tower modes) or {"hidden",
+# "attention_mask"} (partial: cached lower-layer hidden states [B, T, H], zero-padded).
+TextInput = Union[torch.Tensor, dict]
+TEXT_COLUMNS = {"locked": "text_features", "partial": "text_hidden"}
+
+
+def text_column(text_mode: str) -> str:
+    """The batch column a text mode reads its text inputs from."""
+    return TEXT_COLUMNS.get(text_mode, "text_input_ids")
 
 
 @dataclasses.dataclass
@@ -117,14 +126,14 @@ class ContrastiveCollator:
         graphs = graph_batch_from_columns(batch, self.bond_feature, self.fingerprint_bits)
         view1 = augment_pyg_batch(graphs, self.augment1, rng, ratio=self.ratios.get(self.augment1))
         if self.objective == "vse":  # one graph view, one text per molecule
-            column = "text_features" if self.text_mode == "locked" else "text_input_ids"
+            column = text_column(self.text_mode)
             offsets, paragraphs = _list_of_lists(batch.column(column))
             first, _ = choose_two_paragraphs(np.diff(offsets), rng)
             return ContrastiveInputs(view1, view1, self.text_view(paragraphs, offsets[:-1] + first))
         view2 = augment_pyg_batch(graphs, self.augment2, rng, ratio=self.ratios.get(self.augment2))
         if self.objective == "graphcl":
             return ContrastiveInputs(view1, view2)
-        column = "text_features" if self.text_mode == "locked" else "text_input_ids"
+        column = text_column(self.text_mode)
         offsets, paragraphs = _list_of_lists(batch.column(column))
         first, second = choose_two_paragraphs(np.diff(offsets), rng)
         text1 = self.text_view(paragraphs, offsets[:-1] + first)
@@ -135,6 +144,8 @@ class ContrastiveCollator:
         chosen = paragraphs.take(pa.array(indices))
         if self.text_mode == "locked":
             return first_paragraph_features(chosen)
+        if self.text_mode == "partial":
+            return pad_hidden_states(chosen)
         return pad_token_ids(chosen, self.pad_token_id)
 
 
@@ -143,6 +154,23 @@ def first_paragraph_features(paragraph_features: pa.Array) -> torch.Tensor:
     rows = len(paragraph_features)
     flat = paragraph_features.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return torch.from_numpy(flat.reshape(rows, -1).copy())
+
+
+def pad_hidden_states(paragraphs: pa.Array) -> dict:
+    """list<fixed_size_list<float>[H]> array (one [tokens, H] matrix per row) -> {"hidden": float32 [rows, T, H]
+    zero-padded to the longest row, "attention_mask": [rows, T]}."""
+    lengths = np.diff(paragraphs.offsets.to_numpy())
+    width = paragraphs.type.value_type.list_size
+    values = paragraphs.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    longest = max(1, int(lengths.max()) if len(lengths) else 1)
+    hidden = np.zeros((len(lengths), longest, width), dtype=np.float32)
+    mask = np.zeros((len(lengths), longest), dtype=np.int64)
+    pos = 0
+    for row, n in enumerate(lengths):
+        hidden[row, :n] = values[pos:pos + n]
+        mask[row, :n] = 1
+        pos += n
+    return {"hidden": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)}
 
 
 def pad_token_ids(token_lists: pa.Array, pad_token_id: int) -> dict:
@@ -163,31 +191,42 @@ def pad_token_ids(token_lists: pa.Array, pad_token_id: int) -> dict:
 class ContrastiveModule(nn.Module):
     """MoMu wrapped so that one `forward` call produces every embedding of a step (DDP syncs on forward)."""
 
-    def __init__(self, model: MoMu, objective: str, text_mode: str):
+    def __init__(self, model: MoMu, objective: str, text_mode: str, text_train_layers: Optional[int] = None):
         super().__init__()
         self.model, self.objective, self.text_mode = model, objective, text_mode
+        self.text_train_layers = text_train_layers
         if objective == "graphcl":  # graph-only: the text side takes no part (and DDP must not wait for it)
             model.text_encoder.requires_grad_(False)
             model.text_proj.requires_grad_(False)
-        elif text_mode in ("frozen", "locked"):
+        elif text_mode in ("frozen", "locked", "partial"):
             model.text_encoder.requires_grad_(False)
+            if text_mode == "partial":  # only the top layers (+ pooler if pooling uses it) train
+                if text_train_layers is None:
+                    raise ValueError("text_train_layers: text_mode partial needs the number of top layers to train")
+                for top in model.text_encoder.top_modules(text_train_layers):
+                    top.requires_grad_(True)
 
     def train(self, mode: bool = True) -> "ContrastiveModule":
         super().train(mode)
-        if self.text_mode in ("frozen", "locked"):
+        if self.text_mode in ("frozen", "locked", "partial"):
             self.model.text_encoder.model.eval()  # a frozen tower keeps no dropout inside BERT
+        if self.text_mode == "partial" and self.objective != "graphcl":
+            for top in self.model.text_encoder.top_modules(self.text_train_layers):
+                top.train(mode)  # the trained top layers keep their dropout
         return self
 
     def embed_text(self, text: TextInput) -> torch.Tensor:
         encoder = self.model.text_encoder
         if self.text_mode == "locked":
             features = text
+        elif self.text_mode == "partial":
+            features = encoder.pool_from_hidden(text["hidden"], text["attention_mask"], self.text_train_layers)
         elif self.text_mode == "frozen":
             with torch.no_grad():
                 features = encoder.pool(**text)
         else:
             return self.model.encode_text(**text)
-        # Same path for locked and frozen: dropout on pooled features, then the trainable head.
+        # Same path for locked, partial and frozen: dropout on pooled features, then the trainable head.
         return self.model.project_text(encoder.dropout(features))
 
     def forward(self, inputs: ContrastiveInputs):

@@ -2,7 +2,7 @@
 
 read pairs -> clean (a pair whose text or molecule is unusable leaves both sides, counted by reason) -> for each
 model: embed molecules and texts (paragraph = first `paragraph_chars` characters; sentences), optionally a
-Text2Mol molecule pool -> metrics (momu.eval.retrieval) -> table on stdout, results.json, MLflow run.
+Text2Mol molecule pool -> metrics (momu.retrieval.metrics) -> table on stdout, results.json, MLflow run.
 
 Embedding runs in-process in fixed, length-sorted batches, or - above `ray_threshold` items - in Ray Data
 model actors over the same batches; either way identical inputs give identical numbers. Text-tower features
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from momu.config import RetrievalEvalConfig
-from momu.eval.retrieval import (
+from momu.retrieval.config import RetrievalEvalConfig
+from momu.retrieval.metrics import (
     chance_direction_metrics,
     chance_rank_metrics,
     direction_metrics,
@@ -450,7 +450,7 @@ def run_retrieval_eval(cfg: RetrievalEvalConfig, progress: bool = True, log_to_m
         del model
     results["chance"] = chance_results(n, cfg, len(pool.smiles) if pool else None)
     levels = ("paragraph", "sentence") if cfg.sentence_level else ("paragraph",)
-    from momu.eval.report import retrieval_tables
+    from momu.retrieval.report import retrieval_tables
 
     table = retrieval_tables(results, n=n, batch_size=cfg.batch_size, recall_k=cfg.recall_k, ks=cfg.ks,
                              pool_size=len(pool.smiles) if pool else None, levels=levels)

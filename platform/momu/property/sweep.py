@@ -3,7 +3,7 @@
 `run_property_sweep` (the `momu finetune property-sweep` job):
 1. featurizes and splits every dataset once, as parallel Ray tasks, into the on-disk property cache;
 2. opens one MLflow parent run and runs one Ray Tune trial per (dataset, init, seed) - each trial is
-   `momu.train.property.finetune_property` logging its own MLflow child run and reporting every epoch to Tune;
+   `momu.property.train.finetune_property` logging its own MLflow child run and reporting every epoch to Tune;
    trials are started longest first so the slowest ones do not trail at the end;
 3. writes the table - mean +- std over seeds of the test metric at the best-validation epoch, per dataset and init,
    plus the average over classification datasets - to stdout, to `summary.md` / `summary.csv` / `trials.csv` in
@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from momu.config import PropertyDataSection, PropertyFinetuneConfig, PropertySweepConfig
+from momu.property.config import PropertyDataSection, PropertyFinetuneConfig, PropertySweepConfig
 
 # MoMu's published MoleculeNet test ROC-AUC (x100; scaffold split; mean over seeds) - MOMU_REFERENCE.md.
 PUBLISHED_DATASETS = ("bbbp", "tox21", "toxcast", "sider", "clintox", "muv", "hiv", "bace")
@@ -220,7 +220,7 @@ def trial_configs(cfg: PropertySweepConfig, tracking_uri: Optional[str]) -> list
 
 def _prepare_dataset(section_json: dict) -> dict:
     """Featurize + split one dataset into the cache; returns its summary (runs as a Ray task)."""
-    from momu.train.property import load_property_data
+    from momu.property.train import load_property_data
 
     section = PropertyDataSection.model_validate(section_json)
     data = load_property_data(section, progress=False)
@@ -237,7 +237,7 @@ def _trial(config: dict) -> None:
     # oneDNN keeps one primitive per input shape (every batch has its own node count): bound that cache so
     # reused trial actors do not grow without limit (read when oneDNN first runs, i.e. in the first trial).
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
-    from momu.train.property import finetune_property
+    from momu.property.train import finetune_property
 
     spec = config["spec"]
     ft = PropertyFinetuneConfig.model_validate(spec["finetune"])

@@ -1,0 +1,163 @@
+"""Caption commands: `momu evaluate caption` (score a predictions file with MolT5's metrics), `momu caption`
+(batch captioning with the retrieval captioner on Ray Data), `momu caption pool` (build its caption pool) and
+`momu evaluate caption-retrieval` (caption an evaluated split and score it)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+METRIC_LABELS = (("bleu2", "BLEU-2"), ("bleu4", "BLEU-4"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"),
+                 ("rougeL", "ROUGE-L"), ("meteor", "METEOR"))
+
+
+def register(sub, groups) -> None:
+    """`momu evaluate caption`, `momu evaluate caption-retrieval`, `momu caption` and `momu caption pool`."""
+    from momu.caption.config import CaptionMetricsConfig
+    from momu.cli import add_config_arguments
+
+    _register_caption_job(sub)
+    _register_split_evaluation(groups)
+
+    p = groups["evaluate"].add_parser(
+        "caption", help="score predicted captions with MolT5's metrics (BLEU-2/4, ROUGE-1/2/L, METEOR)",
+        description="Score predicted molecule captions against their ground truth exactly as MolT5 does: BLEU "
+                    "and METEOR over SciBERT WordPiece tokens (nltk, no smoothing), ROUGE F-measure (rouge_score, "
+                    "no stemmer) on the raw text, all x100. FILE is MolT5's released TSV (SMILES, ground truth, "
+                    "output) or a TSV/Parquet file with ground_truth and caption columns.",
+        epilog="example: momu evaluate caption --predictions ../shared/data/molt5_predictions/"
+               "molt5-small-smiles2caption.txt --output runs/caption/metrics.json")
+    p.add_argument("--predictions", required=True, metavar="FILE",
+                   help="TSV (.txt/.tsv, header line) or .parquet with ground truth and predicted captions")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    p.add_argument("--output", metavar="metrics.json", help="also write the metrics as JSON to this file")
+    add_config_arguments(p, CaptionMetricsConfig)
+    p.set_defaults(func=cmd_evaluate_caption)
+
+
+def format_table(metrics: dict) -> str:
+    """The metrics as a two-column text table."""
+    lines = [f"caption metrics (MolT5 recipe, x100): {metrics['rows']} rows of {metrics['predictions']}"]
+    for key, label in METRIC_LABELS:
+        value = metrics[key]
+        lines.append(f"  {label:<8} {'not computed' if value is None else f'{value:6.2f}'}")
+    return "\n".join(lines)
+
+
+def cmd_evaluate_caption(args: argparse.Namespace) -> int:
+    from momu.caption.config import CaptionMetricsConfig
+    from momu.caption.metrics import score_captions
+    from momu.caption.predictions import read_predictions
+    from momu.cli import config_from_args
+
+    config = config_from_args(CaptionMetricsConfig, args)
+    data = read_predictions(args.predictions)
+    scores = score_captions(data.references, data.predictions, vocab_file=config.vocab_file,
+                            max_length=config.max_length, with_meteor=config.meteor)
+    metrics = {"predictions": str(data.path), **scores.as_dict(), "config": config.model_dump()}
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    if args.output and not args.json:
+        print(f"metrics: {Path(args.output).resolve()}")
+    return 0
+
+
+def _register_caption_job(sub) -> None:
+    from momu.caption.config import CaptionJobConfig, CaptionPoolConfig
+    from momu.cli import add_config_arguments
+
+    p = sub.add_parser(
+        "caption", help="caption molecule libraries with the retrieval captioner (Ray Data); `caption pool` "
+                        "builds its pool",
+        description="Caption every molecule of a library (.smi, CSV/TSV, Parquet, SDF/.sdf.gz, ChEBI-20 .txt, "
+                    "directories, globs) with the retrieval captioner: the caption is the description of the most "
+                    "similar molecule of a caption pool (Morgan Tanimoto, MoMu graph cosine, or their fusion), "
+                    "labelled as such, with that neighbour's id, SMILES and similarity. Output: Parquet files "
+                    "under OUTPUT_DIR/captions, rejects.parquet (every row not captioned, with its reason) and "
+                    "manifest.json; read = captioned + rejected. Build the pool first with `momu caption pool`.",
+        epilog="examples:\n  momu caption pool --config configs/caption_pool_chebi20.yaml\n"
+               "  momu caption --inputs molecules.smi --captioner runs/caption/chebi20_pool --output_dir runs/caption/x\n"
+               "  momu caption --inputs lib.sdf.gz --captioner runs/caption/chebi20_pool --kind fusion --model momu-cpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, CaptionJobConfig)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--verbose", action="store_true", help="Ray's own logging and progress bars")
+    p.set_defaults(func=_cmd_caption)
+    # `momu caption pool ...`: optional, so `momu caption --inputs ...` needs no subcommand.
+    actions = p.add_subparsers(dest="caption_action", metavar="ACTION", required=False)
+    pool = actions.add_parser(
+        "pool", help="build a caption pool: sources minus the evaluated split's molecules",
+        description="Build the retrieval captioner's pool directory: the caption sources' molecules (canonical "
+                    "SMILES, Morgan fingerprints, optionally MoMu embeddings with the model's weights sha256) minus "
+                    "every molecule of the `exclude` files, matched by CID, canonical isomeric SMILES and "
+                    "stereo-free connectivity (InChIKey first block). manifest.json and removed.parquet say what "
+                    "was removed and why.",
+        epilog="example: momu caption pool --config configs/caption_pool_chebi20.yaml --model momu-cpu")
+    add_config_arguments(pool, CaptionPoolConfig)
+    pool.add_argument("--verbose", action="store_true", help="(no Ray here; accepted for symmetry)")
+    pool.set_defaults(func=_cmd_pool)
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from momu.caption.config import CaptionJobConfig
+    from momu.caption.job import format_summary, run_caption_job
+    from momu.cli import config_from_args
+
+    config = config_from_args(CaptionJobConfig, args)
+    summary = run_caption_job(config)
+    print(json.dumps(summary, indent=2) if args.json else "\n" + format_summary(summary))
+    return 0
+
+
+def _cmd_pool(args: argparse.Namespace) -> int:
+    from momu.caption.config import CaptionPoolConfig
+    from momu.caption.pool import build_pool
+    from momu.cli import config_from_args
+
+    config = config_from_args(CaptionPoolConfig, args)
+    manifest = build_pool([(s.name, s.path) for s in config.sources], config.exclude, config.output_dir,
+                          config.model, config.batch_size)
+    removed = manifest["removed"]
+    print(f"pool: {manifest['pool_rows']:,} molecules with captions in {Path(config.output_dir).resolve()}")
+    print(f"removed as evaluated molecules: {removed['evaluated_total']:,} (by CID {removed['evaluated_cid']:,}, "
+          f"canonical SMILES {removed['evaluated_smiles']:,}, connectivity {removed['evaluated_connectivity']:,}); "
+          f"duplicates {removed['duplicate_cid'] + removed['duplicate_smiles']:,}; unparseable "
+          f"{removed['unparseable']:,}")
+    if manifest["embeddings"]:
+        print(f"embeddings: {manifest['embeddings']['model']} (weights sha256 "
+              f"{manifest['embeddings']['weights_sha256'][:12]})")
+    return 0
+
+
+def _register_split_evaluation(groups) -> None:
+    from momu.caption.config import CaptionRetrievalEvalConfig
+    from momu.cli import add_config_arguments
+
+    p = groups["evaluate"].add_parser(
+        "caption-retrieval", help="caption an evaluated split with retrieval captioners and score them",
+        description="Caption every molecule of an evaluated split (default ChEBI-20 test) with the random-pool "
+                    "floor and the retrieval captioners (tanimoto, momu, fusion), write one MolT5-format "
+                    "predictions file per captioner (SMILES, ground truth, output) and score each with MolT5's "
+                    "metrics. The pool must have been built with the split in `exclude`.",
+        epilog="example: momu evaluate caption-retrieval --captioner runs/caption/chebi20_pool "
+               "--kinds [random,tanimoto,momu,fusion] --model momu-cpu")
+    add_config_arguments(p, CaptionRetrievalEvalConfig)
+    p.set_defaults(func=_cmd_evaluate_split)
+
+
+def _cmd_evaluate_split(args: argparse.Namespace) -> int:
+    from momu.caption.config import CaptionRetrievalEvalConfig
+    from momu.caption.split_eval import evaluate_split, markdown_table
+    from momu.cli import config_from_args
+
+    config = config_from_args(CaptionRetrievalEvalConfig, args)
+    results = evaluate_split(config)
+    print(f"\n{results['rows']} molecules of {results['split']}; pool {results['pool_rows']:,} molecules "
+          f"(evaluated molecules removed: {results['pool_removed']['evaluated_total']:,})")
+    print(markdown_table(results))
+    print(f"metrics: {Path(config.output_dir).resolve() / 'metrics.json'}")
+    return 0

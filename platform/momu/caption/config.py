@@ -1,0 +1,114 @@
+"""Configs of the caption package: scoring (`momu evaluate caption`), the retrieval captioner's pool
+(`momu caption pool`), batch captioning (`momu caption`) and split evaluation (`momu evaluate caption-retrieval`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field, model_validator
+
+from momu.config import StrictModel
+
+
+class CaptionMetricsConfig(StrictModel):
+    """How captions are scored; the defaults are MolT5's recipe."""
+
+    vocab_file: Optional[str] = Field(
+        None, description="SciBERT scivocab-uncased vocab.txt for BLEU/METEOR tokens "
+                          "(default: the bundled data/scibert_vocab/vocab.txt, else ../shared/data/scibert_vocab/)")
+    max_length: int = Field(512, ge=1, description="WordPiece tokens kept per caption (MolT5: 512)")
+    meteor: bool = Field(True, description="compute METEOR (needs WordNet 3.0: run .ci/install-wordnet)")
+
+
+class PoolSource(StrictModel):
+    """One caption source: a ChEBI-20-style table (`CID<TAB>SMILES<TAB>description`, header line)."""
+
+    name: str = Field(..., min_length=1, description="short name, the prefix of pool ids (e.g. chebi20-validation)")
+    path: str = Field(..., min_length=1, description="the table file")
+
+
+class CaptionPoolConfig(StrictModel):
+    """Build a retrieval caption pool (`momu caption pool`): sources minus the evaluated splits' molecules."""
+
+    sources: list[PoolSource] = Field(
+        default_factory=lambda: [{"name": "chebi20-validation", "path": "../shared/data/chebi20/validation.txt"},
+                                 {"name": "pubchem324k-valid", "path": "../shared/data/pubchem324k/valid.tsv"},
+                                 {"name": "pubchem324k-test", "path": "../shared/data/pubchem324k/test.tsv"}],
+        validate_default=True, min_length=1, description="caption sources, in priority order (a molecule in several keeps the first "
+                                  "source's caption)")
+    exclude: list[str] = Field(default_factory=lambda: ["../shared/data/chebi20/test.txt"],
+                               description="evaluated splits (same table format): their molecules are removed by "
+                                           "CID, canonical SMILES and InChIKey connectivity block")
+    output_dir: str = Field("runs/caption/chebi20_pool", description="the pool directory (must not hold a pool "
+                            "yet)")
+    model: Optional[str] = Field(None, description="also store this MoMu model's graph and caption embeddings "
+                                 "(directory, published name such as momu-cpu, or models:/ URI); null: none")
+    batch_size: int = Field(128, ge=1, description="molecules / captions per forward pass when embedding")
+
+
+class CaptionerSettings(StrictModel):
+    """The retrieval captioner's pool, model and fusion settings (shared by the job and the split evaluation)."""
+
+    captioner: str = Field("runs/caption/chebi20_pool", description="caption pool directory (momu caption pool)")
+    model: Optional[str] = Field(None, description="MoMu model for kind momu/fusion (directory, published name "
+                                 "such as momu-cpu, or models:/ URI)")
+    fusion_k: int = Field(10, ge=1, description="fusion: Tanimoto candidates re-ranked")
+    fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="fusion: weight of the MoMu graph<->caption "
+                                 "cosine (1 - it: Tanimoto)")
+
+
+class RetrievalCaptionerConfig(CaptionerSettings):
+    """Which retrieval captioner: pool, similarity kind, model and fusion settings."""
+
+    kind: Literal["tanimoto", "momu", "fusion"] = Field(
+        "tanimoto", description="tanimoto: Morgan r2/2048 Tanimoto; momu: MoMu graph-embedding cosine; fusion: "
+                                "Tanimoto top-k re-ranked by MoMu graph<->caption similarity")
+
+    @model_validator(mode="after")
+    def _model_for_momu(self):
+        if self.kind != "tanimoto" and not self.model:
+            raise ValueError(f"model: kind {self.kind!r} needs a MoMu model")
+        return self
+
+
+class CaptionJobConfig(RetrievalCaptionerConfig):
+    """Batch captioning of molecule libraries on Ray Data (`momu caption`)."""
+
+    inputs: list[str] = Field(default_factory=lambda: ["data/sample/moleculenet/bbbp_slice.csv"], min_length=1,
+                              description="files, directories or globs: .smi, CSV/TSV, "
+                              "Parquet, SDF(.gz), ChEBI-20 style .txt tables")
+    output_dir: str = Field("runs/caption/batch", description="captions/*.parquet, rejects.parquet, "
+                            "manifest.json (must be new or empty)")
+    smiles_column: Optional[str] = Field(None, description="SMILES column (default: auto-detect)")
+    id_column: Optional[str] = Field(None, description="id column or SDF property (default: auto-detect, else the "
+                                     "row number)")
+    part_rows: int = Field(4096, ge=1, description="input rows per part (one writer file each)")
+    batch_size: int = Field(256, ge=1, description="molecules per captioner call")
+    actors: int = Field(1, ge=1, description="captioner actors (each holds the pool and model)")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per captioner actor")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_input(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("inputs"), str):
+            data = {**data, "inputs": [data["inputs"]]}  # `--inputs lib.smi` as well as `--inputs [a, b]`
+        return data
+
+
+class CaptionRetrievalEvalConfig(CaptionerSettings):
+    """Caption an evaluated split with retrieval captioners and score them (`momu evaluate caption-retrieval`)."""
+
+    split: str = Field("../shared/data/chebi20/test.txt", description="the evaluated split (ChEBI-20 format)")
+    kinds: list[Literal["random", "tanimoto", "momu", "fusion"]] = Field(
+        default_factory=lambda: ["random", "tanimoto"], description="captioners to run (random: a random pool "
+                                                                    "caption, the floor)")
+    output_dir: str = Field("runs/caption/chebi20_test", description="predictions_<kind>.tsv and metrics.json")
+    seed: int = Field(0, description="seed of the random floor")
+    limit: Optional[int] = Field(None, ge=1, description="caption only the first N rows (smoke runs)")
+    meteor: bool = Field(True, description="compute METEOR (needs WordNet 3.0: run .ci/install-wordnet)")
+
+    @model_validator(mode="after")
+    def _model_for_kinds(self):
+        if any(k in ("momu", "fusion") for k in self.kinds) and not self.model:
+            raise ValueError("model: kinds momu/fusion need a MoMu model")
+        return self

@@ -1,0 +1,111 @@
+"""What a job prints: by default one progress line every few seconds (or Ray's own bars on a terminal), the warnings
+that matter and the summary; `--verbose` (MOMU_VERBOSE=1) keeps Ray's own logging as it is.
+
+Ray Data logs a many-line status block every 10 s when stdout is not a terminal, and Ray announces itself in
+several INFO lines; a non-TTY `make demo` log used to hold thousands of such lines around a seven-line summary.
+Imports Ray only inside functions, so pure callers stay light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from typing import Optional
+
+VERBOSE_ENV = "MOMU_VERBOSE"
+# Ray messages that say nothing to a user of a local, loopback-only cluster.
+_NOISE = ("Token authentication is enabled for this Ray cluster",
+          "Progress will be logged because stdout is a non-interactive terminal",
+          "Progress bars disabled. To enable")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0", "false")
+
+
+class _RayDataProgressOneLine(logging.Filter):
+    """Ray Data's non-TTY status block -> its 'Total Progress: a/b' line alone, as 'Ray Data: a/b rows'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Total Progress:"):
+            record.msg, record.args = "Ray Data: " + message[len("Total Progress:"):].strip() + " rows", ()
+            return True
+        return False
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(n) for n in _NOISE)
+
+
+def configure_job_output(is_verbose: bool = False) -> None:
+    """Call once, before Ray starts. Quiet: Ray's INFO chatter off, Ray Data's progress one line every 15 s when
+    not on a terminal (its bars on a terminal); verbose: Ray untouched. Sets MOMU_VERBOSE for Ray's workers."""
+    os.environ[VERBOSE_ENV] = "1" if is_verbose else "0"
+    if is_verbose:
+        return
+    # Read when Ray Data's logging progress module is imported: set it first.
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow asks pyfunc models for type hints on predict (MoMu's takes a DataFrame with either column).
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
+        logging.getLogger(name).addFilter(_DropNoise())
+    # Execution plans, "Starting execution", "Dataset execution finished": one line each per dataset, many
+    # datasets per job. The progress lines below say the same in fewer words.
+    for name in ("ray.data._internal.execution.streaming_executor", "ray.data._internal.execution.util",
+                 "ray.data.dataset", "ray.data._internal.execution.operators", "ray.data._internal.datasource",
+                 "ray._private.worker", "ray.train", "ray.tune", "ray.air",
+                 # a fresh MLflow SQLite store announces its schema migrations
+                 "mlflow.store.db.utils", "mlflow.store", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # Ray Train v2 logs "Reporting training result N: TrainingReport(...)" under its file's path, not a name
+        from ray.train.v2._internal.execution import context as train_context
+
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:
+        pass
+    progress = logging.getLogger("ray.data._internal.progress.logging_progress")
+    progress.addFilter(_RayDataProgressOneLine())
+    logging.getLogger("ray.data._internal.progress").addFilter(_DropNoise())
+    # Says a local, loopback-only cluster uses a token: true, and nothing for the user to do.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+
+def install_noise_filter_on_ray_handlers() -> None:
+    """Ray attaches its own handlers when it starts; filter the noise there too (records of child loggers reach
+    a handler without passing the parent logger's filters)."""
+    if verbose():
+        return
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropNoise) for f in handler.filters):
+                handler.addFilter(_DropNoise())
+
+
+class ProgressLine:
+    """A one-line progress report every `every_s` seconds: for loops whose output goes to a log, not a terminal
+    (Ray Train workers, batch jobs). `update` is cheap to call every step."""
+
+    def __init__(self, label: str, total: Optional[int] = None, every_s: float = 15.0, stream=None):
+        self.label, self.total, self.every_s = label, total, every_s
+        self.stream = stream or sys.stdout
+        self.started = self._last = time.monotonic()
+
+    def update(self, done: int, force: bool = False, **fields) -> bool:
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return False
+        self._last = now
+        of = f"/{self.total}" if self.total else ""
+        extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        # write, not print: Ray Train may patch print() into its logger (and then the line shows twice)
+        self.stream.write(f"{self.label}: {done}{of}" + (f", {extra}" if extra else "")
+                          + f" ({now - self.started:.0f} s)\n")
+        self.stream.flush()
+        return True

@@ -1,0 +1,92 @@
+"""`momu serve`: the Serve application on a local Ray (127.0.0.1) or a given cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from momu.cli import add_config_arguments
+
+
+def register(sub, groups) -> None:
+    from momu.serve.config import ServeConfig
+
+    p = sub.add_parser(
+        "serve", help="run the Serve app (search/embed HTTP API + web page) locally on 127.0.0.1",
+        description="Start the MoMu Ray Serve application (serving/app.py: FastAPI ingress + encoder + index "
+                    "deployments) on 127.0.0.1 and block until Ctrl-C. --config takes a Serve config file "
+                    "(default serving/config.yaml: its application's args and deployment options are used) or a "
+                    "plain args YAML; the flags below override single args fields.",
+        epilog="Example: momu serve --model runs/demo/model --molecule_index runs/index/chebi --text_index null")
+    add_config_arguments(p, ServeConfig)
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's http_options.port, 8000)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster instead of starting a local one (default: local, on 127.0.0.1)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]  # serve/ -> momu/ -> platform/ -> repo
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    import yaml
+
+    root = _repo_root()
+    if not (root / "serving" / "app.py").is_file():
+        raise FileNotFoundError(f"serving/app.py not found under {root}: `momu serve` runs from a source checkout")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from serving.app import compose, load_serve_config, resolve_path
+
+    overrides = {k[4:]: (yaml.safe_load(v) if isinstance(v, str) and v.strip() else v)
+                 for k, v in vars(args).items() if k.startswith("cfg:")}
+    config_path = args.config or (root / "serving" / "config.yaml")
+    config, options, http = load_serve_config(config_path, overrides)
+    for field in ("model", "molecule_index", "text_index", "caption_pool"):
+        value = getattr(config, field)
+        local = resolve_path(value)
+        if value and "://" not in value and not value.startswith("models:/") and not Path(local).exists():
+            raise FileNotFoundError(f"{field}: {local} does not exist (give --{field} <path>"
+                                    + (" or null)" if field != "model" else ")"))
+
+    import ray
+    from ray import serve
+
+    port = args.port or int(http.get("port", 8000))
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        # Loopback only; the workers must import `serving` from this checkout whatever the current directory.
+        path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        from momu.ray_session import start_local_ray
+
+        start_local_ray(args.num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}}, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port,
+                                  "request_timeout_s": http.get("request_timeout_s")},
+                    proxy_location="HeadOnly")
+        print(f"starting MoMu on http://127.0.0.1:{port} (model {resolve_path(config.model)}) ...", flush=True)
+        try:
+            serve.run(compose(config, options), name="momu", route_prefix="/")
+        except RuntimeError as err:  # a deployment failed to start (bad model/index, ...): Serve says why
+            print(f"momu serve: the application failed to start:\n{err}", file=sys.stderr)
+            return 1
+        print(f"\nMoMu is serving on http://127.0.0.1:{port}/\n"
+              f"  web page  http://127.0.0.1:{port}/\n"
+              f"  API docs  http://127.0.0.1:{port}/docs\n"
+              f"  health    http://127.0.0.1:{port}/healthz\n"
+              "Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0

@@ -1,0 +1,60 @@
+"""Config of the Serve application (serving/app.py, serving/config.yaml, `momu serve`)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from momu.config import StrictModel
+
+
+class ServeLimits(StrictModel):
+    """Request limits of the Serve app. A request beyond any of them gets a 4xx naming the field and the reason."""
+
+    max_k: int = Field(100, ge=1, le=10_000, description="largest top-k a search may ask for")
+    max_items: int = Field(64, ge=1, le=4096, description="SMILES, texts or pairs in one embed/similarity request")
+    max_text_chars: int = Field(2000, ge=1, description="longest text (query or description) in characters")
+    max_smiles_chars: int = Field(1000, ge=1, description="longest SMILES string in characters")
+    max_atoms: int = Field(256, ge=1, description="molecules with more atoms are refused")
+    max_body_bytes: int = Field(262_144, ge=1024, description="largest request body in bytes (413 beyond it)")
+
+
+class ServeBatching(StrictModel):
+    """Dynamic batching (`@serve.batch`) in the encoder and index deployments."""
+
+    enabled: bool = Field(True, description="false: every request is encoded on its own (for comparisons)")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="items (texts, molecules, queries) per model call")
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=10.0, description="longest wait for a batch to fill")
+
+
+class ServeConfig(StrictModel):
+    """Arguments of the Serve application (`serving/app.py`, the `args:` of serving/config.yaml, `momu serve`).
+
+    Relative paths are resolved against the repository root (the directory holding `serving/`)."""
+
+    model: str = Field("runs/demo/model", description="saved MoMu model directory or MLflow models:/ URI")
+    molecule_index: Optional[str] = Field("runs/index/moleculenet",
+                                          description="index directory (momu index build) or embedding shards "
+                                                      "(momu embed) of molecules: text -> molecules; null: off")
+    text_index: Optional[str] = Field("runs/index/chebi20_texts",
+                                      description="the same for descriptions: SMILES -> texts; null: off")
+    caption_pool: Optional[str] = Field(None, description="caption pool directory (momu caption pool) of the "
+                                        "retrieval captioner behind POST /v1/caption; null: off")
+    caption_kind: Literal["tanimoto", "momu", "fusion"] = Field(
+        "tanimoto", description="caption similarity: tanimoto (Morgan), momu (graph cosine) or fusion; momu and "
+                                "fusion need pool embeddings made by the served model (momu caption pool --model)")
+    caption_fusion_k: int = Field(10, ge=1, description="fusion: Tanimoto candidates re-ranked")
+    caption_fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="fusion: weight of the MoMu "
+                                         "graph<->caption cosine")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="encoder device; auto: cuda when available")
+    torch_threads: Optional[int] = Field(1, ge=1, description="torch intra-op threads per encoder replica on CPU")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="encoder math: bf16 autocast (AMX CPUs, GPUs) "
+                                               "is faster; embeddings differ from fp32 by ~1e-5 in cosine")
+    batching: ServeBatching = Field(default_factory=ServeBatching)
+    limits: ServeLimits = Field(default_factory=ServeLimits)
+    draw_width: int = Field(260, ge=50, le=2000, description="width of the SVG drawings in pixels")
+    draw_height: int = Field(200, ge=50, le=2000, description="height of the SVG drawings in pixels")
+    api_key: Optional[str] = Field(None, description="if set, every /v1 request needs header x-api-key: <it>")
+    api_key_env: Optional[str] = Field(None, description="name of an environment variable holding the API key "
+                                                         "(read by the ingress replica; keeps it out of the YAML)")

@@ -1,1 +1,0 @@
-"""Training: the pure single-process contrastive loop (the reference for the Ray Train job)."""

@@ -1,0 +1,62 @@
+"""Published checkpoints: graph tower + heads in fp16, the bundled text tower referenced by name."""
+
+import json
+
+import pytest
+import torch
+
+from momu.chem.featurize import featurize_smiles
+from momu.models import published
+from momu.models.loading import resolve_model_dir
+from momu.models.momu import MoMu
+from momu.models.published import export_published, resolve_published
+
+SMILES = ["CC(=O)Oc1ccccc1C(=O)O", "c1ccccc1O", "CCN(CC)CC"]
+TEXTS = ["The molecule is an aromatic carboxylic acid ester.", "A phenol.", "A tertiary amine."]
+
+
+def test_export_then_load_gives_the_same_embeddings(small_model, tmp_path):
+    out = export_published(small_model, tmp_path / "tiny", card="# tiny\ntest card")
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["MODEL_CARD.md", "config.json", "model.safetensors"]
+    payload = json.loads((out / "config.json").read_text())
+    assert payload["text_weights"] == "bundled" and payload["dtype"] == "float16"
+    loaded = MoMu.from_pretrained(out).eval()
+    graphs = [featurize_smiles(s) for s in SMILES]
+    ref_g, got_g = small_model.eval().embed_graphs(graphs), loaded.embed_graphs(graphs)
+    ref_t, got_t = small_model.embed_texts(TEXTS), loaded.embed_texts(TEXTS)
+    # fp16 weights: cosine between the original and the reloaded embedding stays ~1
+    assert torch.nn.functional.cosine_similarity(ref_g, got_g).min() > 0.999
+    assert torch.nn.functional.cosine_similarity(ref_t, got_t).min() > 0.999
+
+
+def test_a_trained_text_tower_is_refused(small_model, tmp_path):
+    import copy
+
+    model = copy.deepcopy(small_model)
+    with torch.no_grad():
+        next(model.text_encoder.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="text tower was trained"):
+        export_published(model, tmp_path / "bad", card="x")
+
+
+def test_names_resolve_to_shipped_directories(small_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(published, "PUBLISHED_DIR", tmp_path)
+    export_published(small_model, tmp_path / "tiny-ship", card="# card")
+    assert published.published_names() == ["tiny-ship"]
+    assert resolve_published("tiny-ship") == tmp_path / "tiny-ship"
+    assert resolve_model_dir("tiny-ship") == tmp_path / "tiny-ship"
+    with pytest.raises(FileNotFoundError, match="shipped: tiny-ship"):
+        resolve_model_dir("no-such-model")
+    assert MoMu.from_pretrained("tiny-ship").config == small_model.config
+
+
+def test_cli_publish_writes_a_checkpoint(small_model, tmp_path):
+    from momu.cli import main
+
+    saved = small_model.save_pretrained(tmp_path / "full")
+    card = tmp_path / "card.md"
+    card.write_text("# card\n")
+    assert main(["publish", str(saved), "tiny", "--card", str(card), "--output", str(tmp_path / "pub")]) == 0
+    assert (tmp_path / "pub" / "MODEL_CARD.md").read_text() == "# card\n"
+    assert main(["publish", str(saved), "bad name", "--card", str(card)]) == 2
