@@ -1,4 +1,5 @@
-"""`momu evaluate generation`: score a text -> molecule predictions file with MolT5's metrics and FCD."""
+"""`momu generate` (MoMu-guided GA, text -> molecules or editing) and `momu evaluate generation` (score a text ->
+molecule predictions file with MolT5's metrics and FCD)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,24 @@ _ROWS = [
 
 
 def register(sub, groups) -> None:
-    """Add `evaluate generation` to the `evaluate` group (``sub``: the top-level subparsers, unused here)."""
+    """Add `momu generate` (top level) and `evaluate generation` (to the `evaluate` group)."""
+    from momu.cli import add_config_arguments
+    from momu.generate.config import GenerateConfig
+
+    g = sub.add_parser(
+        "generate", help="text -> molecules: MoMu-guided graph genetic algorithm (or --edit a molecule)",
+        description="Search molecule space with mol-ga's Graph GA operators for the molecules whose MoMu graph "
+                    "embedding is nearest the text's, under chemistry priors (QED, synthetic accessibility, "
+                    "heavy-atom window, allowed elements). Starts from pool molecules that are never ChEBI-20 test "
+                    "molecules. With --edit SMILES: start from that molecule and add lambda * Tanimoto(candidate, "
+                    "input) for each lambda of edit_lambdas, printing the best candidate per lambda.",
+        epilog='example: momu generate --text "The molecule is a monocarboxylic acid." --n 5 --budget_seconds 30')
+    g.add_argument("--text", required=True, help="the prompt (a ChEBI-20 style description)")
+    g.add_argument("--edit", default=None, metavar="SMILES", help="editing mode: the molecule to edit")
+    g.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_config_arguments(g, GenerateConfig)
+    g.set_defaults(func=cmd_generate)
+
     p = groups["evaluate"].add_parser(
         "generation", help="text -> molecule generation: MolT5's metrics (BLEU, exact, Levenshtein, FTS, validity) "
                            "and FCD",
@@ -82,4 +100,53 @@ def cmd_evaluate_generation(args: argparse.Namespace) -> int:
         print(format_table(metrics))
         if args.output:
             print(f"metrics: {Path(args.output).resolve()}")
+    return 0
+
+
+def format_generation(result: dict) -> str:
+    """The ranked molecules (or the best per lambda) as a text table, with the run's budget line."""
+    edit = result["mode"] == "edit"
+    head = (f"{'lambda':>6} {'tanimoto':>8} " if edit else f"{'rank':>4} ") + \
+        f"{'total':>8} {'cosine':>8} {'QED':>6} {'SA':>5}  SMILES"
+    lines = [head]
+    for r in result["results"]:
+        lead = f"{r['lambda']:>6.2f} {r['tanimoto']:>8.3f} " if edit else f"{r['rank']:>4} "
+        lines.append(f"{lead}{r['total']:>8.4f} {r['cosine']:>8.4f} {r['qed']:>6.3f} {r['sa']:>5.2f}  {r['smiles']}"
+                     + ("  (input)" if r.get("is_input") else "  (pool)" if r.get("from_pool") else ""))
+    w = result["weights"]
+    lines.append(f"{result['evaluations']} evaluations, {result['generations']} generations, "
+                 f"{result['seconds']:.1f} s, stopped by {result['stopped_by']}; total = {w['cosine']} cosine + "
+                 f"{w['qed']} QED - {w['sa']} (SA-1)/9 - {w['size']} per heavy atom outside "
+                 f"{result['heavy_atom_window']} (SA: {result['sa_method']})")
+    return "\n".join(lines)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import sys
+
+    from momu.cli import config_from_args
+    from momu.generate.config import GenerateConfig
+
+    config = config_from_args(GenerateConfig, args)
+    if not args.text.strip():
+        print("momu generate: error: --text is empty", file=sys.stderr)
+        return 2
+    if args.edit is not None:
+        from rdkit import Chem, RDLogger
+
+        RDLogger.DisableLog("rdApp.*")
+        if not args.edit.strip() or Chem.MolFromSmiles(args.edit) is None:
+            print(f"momu generate: error: --edit {args.edit!r} is not a valid SMILES", file=sys.stderr)
+            return 2
+    from momu.generate.ga import edit, generate
+    from momu.models.loading import load_momu
+
+    try:
+        model = load_momu(config.model)
+    except Exception as err:  # any load failure is one line naming the flag
+        print(f"momu generate: error: cannot load model {config.model!r} ({str(err).splitlines()[0]}); "
+              "pass --model NAME_OR_PATH", file=sys.stderr)
+        return 2
+    result = edit(model, args.text, args.edit, config) if args.edit is not None else generate(model, args.text, config)
+    print(json.dumps(result, indent=2) if args.json else format_generation(result))
     return 0
