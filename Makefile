@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install wordnet demo test test-fast bench browser clean
+.PHONY: install wordnet demo test test-fast bench browser checkpoint clean
 
 $(STAMP): pyproject.toml requirements/constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ test-fast: install wordnet
 
 bench: install
 	$(BIN)/python benchmarks/featurize_throughput.py
+
+# Reproduce the shipped checkpoint platform/momu/checkpoints/momu-cpu from ../shared/data (see its MODEL_CARD.md):
+# molecule set -> graph-only GraphCL stage -> deduplicated pair corpus -> MoMu pretraining -> ChEBI-20 test report
+# -> publish. ~35 min on 2 cores.
+checkpoint: install
+	$(BIN)/momu data build-molecules --config configs/corpus_molecules_cpu.yaml
+	$(BIN)/momu pretrain --config configs/graphcl_corpus_cpu.yaml --output-dir runs/models/graphcl_corpus
+	$(BIN)/momu data build-corpus --config configs/corpus_pairs.yaml
+	$(BIN)/momu pretrain --config configs/pretrain_corpus_cpu.yaml --graph_init runs/models/graphcl_corpus \
+	    --output-dir runs/models/momu_corpus_cpu
+	$(BIN)/momu evaluate retrieval --config configs/evaluate_retrieval_chebi20.yaml \
+	    --models '{momu_corpus_cpu: runs/models/momu_corpus_cpu}' --output_dir runs/evaluate-retrieval/momu_corpus_cpu
+	$(BIN)/momu publish runs/models/momu_corpus_cpu momu-cpu --card docs/cards/momu-cpu.md
 
 # Chromium + chromedriver for tests/test_web_page.py (apt, only when missing; .ci/run does this before `make test`).
 browser:
