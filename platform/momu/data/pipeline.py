@@ -123,8 +123,9 @@ class TokenizeTexts:
         return batch.append_column(TEXT_IDS, pa.array(rows, pa.list_(pa.list_(pa.int32()))))
 
 
-class EncodeTextFeatures:
-    """Every paragraph of every row -> the text tower's pooled features (eval mode, no dropout, no grad)."""
+class _TextTowerStage:
+    """A text tower in eval mode (no dropout, no grad) on the actor's device, and every paragraph of a batch in
+    chunks of similar length (sorting by length keeps padding, and wasted compute, small inside each chunk)."""
 
     def __init__(self, text_config: dict, batch_size: int = 64, num_threads: Optional[int] = None):
         import torch
@@ -138,19 +139,26 @@ class EncodeTextFeatures:
         self.encoder.to(self.device)
         self.batch_size = batch_size
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def chunks(self, flat: list[str]):
+        """(paragraph indices, their tokens) per chunk, under no_grad."""
         import torch
 
-        texts = batch.column("texts").to_pylist()
-        flat = [t for row in texts for t in row]
-        # Sorting by length keeps padding (and wasted compute) small inside each chunk.
         order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
-        features = np.zeros((len(flat), self.encoder.out_dim), dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                tokens = self.encoder.tokenize([flat[i] for i in idx], self.device)
-                features[idx] = self.encoder.pool(**tokens).float().cpu().numpy()
+                yield idx, self.encoder.tokenize([flat[i] for i in idx], self.device)
+
+
+class EncodeTextFeatures(_TextTowerStage):
+    """Every paragraph of every row -> the text tower's pooled features (eval mode, no dropout, no grad)."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column("texts").to_pylist()
+        flat = [t for row in texts for t in row]
+        features = np.zeros((len(flat), self.encoder.out_dim), dtype=np.float32)
+        for idx, tokens in self.chunks(flat):
+            features[idx] = self.encoder.pool(**tokens).float().cpu().numpy()
         rows, pos = [], 0
         for row in texts:
             rows.append(features[pos:pos + len(row)])
@@ -160,41 +168,26 @@ class EncodeTextFeatures:
         return batch.append_column(TEXT_FEATURES, values)
 
 
-class EncodeTextHidden:
+class EncodeTextHidden(_TextTowerStage):
     """Every paragraph of every row -> the hidden states entering the text tower's top `train_layers` layers
     (partial mode): list<list<fixed_size_list<dtype>[H]>> per row, one [tokens, H] matrix per paragraph holding
     only the real tokens (no padding; the token count is the attention mask). Eval mode, no grad."""
 
     def __init__(self, text_config: dict, train_layers: int, dtype: str = "float16", batch_size: int = 64,
                  num_threads: Optional[int] = None):
-        import torch
-
-        from momu.models.text import TextEncoder
-
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.encoder = TextEncoder(TextEncoderConfig.model_validate(text_config)).eval()
+        super().__init__(text_config, batch_size, num_threads)
         self.encoder.split_index(train_layers)  # a bad layer count fails here, before any text is encoded
         self.train_layers, self.dtype = train_layers, np.dtype(dtype)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder.to(self.device)
-        self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import torch
-
         texts = batch.column("texts").to_pylist()
         flat = [t for row in texts for t in row]
-        order = sorted(range(len(flat)), key=lambda i: len(flat[i]))  # little padding inside each chunk
         hidden: list = [None] * len(flat)
-        with torch.no_grad():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                tokens = self.encoder.tokenize([flat[i] for i in idx], self.device)
-                states = self.encoder.lower_hidden(**tokens, train_layers=self.train_layers).float().cpu().numpy()
-                real = tokens["attention_mask"].bool().cpu().numpy()
-                for j, i in enumerate(idx):
-                    hidden[i] = states[j][real[j]].astype(self.dtype)  # real tokens only, whichever side pads
+        for idx, tokens in self.chunks(flat):
+            states = self.encoder.lower_hidden(**tokens, train_layers=self.train_layers).float().cpu().numpy()
+            real = tokens["attention_mask"].bool().cpu().numpy()
+            for j, i in enumerate(idx):
+                hidden[i] = states[j][real[j]].astype(self.dtype)  # real tokens only, whichever side pads
         width = self.encoder.out_dim
         values = np.concatenate(hidden) if hidden else np.zeros((0, width), self.dtype)
         tokens_per_paragraph = np.array([len(h) for h in hidden], dtype=np.int64)
