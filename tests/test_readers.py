@@ -515,3 +515,23 @@ def test_read_report_caps_examples_and_merges():
 def test_graph_schema_helper():
     assert record_schema(with_graph=False).names == list(RECORD_COLUMNS)
     assert record_schema(with_graph=True).names == list(RECORD_COLUMNS) + list(GRAPH_COLUMNS)
+
+
+def test_pair_tables_with_pcdes_and_pubchem324k_headers(tmp_path):
+    """PCdes ships `idx cid smiles description`, PubChem324k `cid smiles description`: the same reader takes them,
+    by column name, with the CID as id; a table without the three columns is refused with the header shown."""
+    from momu.data.readers import read_pairs
+
+    pcdes = tmp_path / "pcdes.tsv"
+    pcdes.write_text("idx\tcid\tsmiles\tdescription\n12001\t702\tCCO\tit is an alcohol.\n12002\t887\tCO\t\n")
+    result = read_pairs(pcdes)
+    assert result.table.column("id").to_pylist() == ["702"]
+    assert result.table.column("smiles").to_pylist() == ["CCO"]
+    assert result.report.rows_malformed == 1
+    reordered = tmp_path / "reordered.tsv"
+    reordered.write_text("description\tSMILES\tCID\nan alcohol\tCCO\t702\n")
+    assert read_pairs(reordered).table.column("texts").to_pylist() == [["an alcohol"]]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("cid\tsmiles\n702\tCCO\n")
+    with pytest.raises(ValueError, match="CID, SMILES and description"):
+        read_pairs(bad)

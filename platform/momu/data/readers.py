@@ -65,7 +65,10 @@ PAIR_FORMATS = ("chebi20", "momu_corpus", "records_parquet")
 
 
 def read_chebi20(path: PathLike) -> ReadResult:
-    """ChEBI-20 `CID<TAB>SMILES<TAB>description` with a header line -> records (texts = [description]).
+    """A tab-separated pair table with a header line -> records (texts = [description]): ChEBI-20's
+    `CID<TAB>SMILES<TAB>description`, and the same columns in another order or among others, as PubChem324k
+    (`cid smiles description`) and PCdes (`idx cid smiles description`) ship them. Header names are matched
+    case-insensitively; id = the CID.
 
     Blank lines are skipped and not counted. Malformed: wrong field count, duplicate header, empty CID,
     empty SMILES, empty description, undecodable bytes.
@@ -73,27 +76,28 @@ def read_chebi20(path: PathLike) -> ReadResult:
     path = _existing_file(path)
     report = ReadReport(str(path))
     ids, smiles, texts = [], [], []
-    header_seen = False
+    header: Optional[tuple] = None
     for lineno, line, decoded in _decoded_lines(path):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
         fields = line.split("\t")
-        is_header = tuple(f.strip().lower() for f in fields) == CHEBI20_HEADER
-        if not header_seen:
-            if not is_header:
-                raise ValueError(f"{path}: expected the ChEBI-20 header 'CID<TAB>SMILES<TAB>description' on "
-                                 f"line {lineno}, found {line[:120]!r}")
-            header_seen = True
+        names = tuple(f.strip().lower() for f in fields)
+        if header is None:
+            if not set(CHEBI20_HEADER) <= set(names):
+                raise ValueError(f"{path}: expected a header with the columns CID, SMILES and description (ChEBI-20: "
+                                 f"'CID<TAB>SMILES<TAB>description') on line {lineno}, found {line[:120]!r}")
+            header = names
+            columns = [names.index(c) for c in CHEBI20_HEADER]
             continue
         if not decoded:
             report.add_malformed(lineno, R.BAD_ENCODING, line)
-        elif is_header:
+        elif names == header:
             report.add_malformed(lineno, R.DUPLICATE_HEADER, line)
-        elif len(fields) != 3:
+        elif len(fields) != len(header):
             report.add_malformed(lineno, R.WRONG_FIELD_COUNT, line)
         else:
-            cid, smi, description = (f.strip() for f in fields)
+            cid, smi, description = (fields[i].strip() for i in columns)
             if not cid:
                 report.add_malformed(lineno, R.EMPTY_ID, line)
             elif not smi:
