@@ -2,6 +2,7 @@
 released predictions, and FCD's common-pad policy."""
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -119,6 +120,9 @@ def test_fcd_common_pad_policy():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MOMU_LONG_TESTS") != "1",
+                    reason="ChemNet over 5,900 SMILES takes ~5 CPU-minutes, beyond the CI suite's budget; "
+                           "MOMU_LONG_TESTS=1 runs it (test_fcd_common_pad_policy covers the policy in CI)")
 def test_golden_fcd_molt5_base():
     """MolT5-base caption2smiles, common-pad FCD: ~1.26 (stock fcd.get_fcd pads the sets apart and gives ~8.1).
     Minutes on a shared 2-core CPU, hence slow."""
