@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 BUNDLED_TEXT_ENCODER = "bundled:all-MiniLM-L6-v2"
+# The shipped checkpoint (momu/checkpoints/) every job that needs a trained MoMu uses by default.
+DEFAULT_MODEL = "momu-cpu"
 
 
 class StrictModel(BaseModel):

@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from momu.config import StrictModel
+from momu.config import DEFAULT_MODEL, StrictModel
 
 
 class EmbedConfig(StrictModel):
@@ -20,7 +20,8 @@ class EmbedConfig(StrictModel):
                                           "libraries, ChEBI-20 style .txt tables; texts mode: CSV/TSV/.txt/Parquet")
     mode: Literal["molecules", "texts"] = Field("molecules", description="molecules: graph tower on SMILES; texts: "
                                                 "text tower on a text column (e.g. ChEBI-20 descriptions)")
-    model: str = Field("runs/demo/model", description="saved MoMu directory or MLflow models:/name/version URI")
+    model: str = Field(DEFAULT_MODEL, description="shipped checkpoint name, saved MoMu directory or MLflow "
+                                                  "models:/name/version URI")
     output_dir: str = Field("runs/embeddings/default", description="shards/, rejects.parquet, manifest, DONE.json")
     smiles_column: Optional[str] = Field(None, description="SMILES column name, or its 0-based number in a "
                                          "header-less table (default: auto-detect)")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from momu.config import StrictModel
-from momu.models.published import DEFAULT_MODEL
+from momu.config import DEFAULT_MODEL, StrictModel
 
 
 class PriorWeights(StrictModel):

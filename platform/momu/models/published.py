@@ -19,8 +19,7 @@ from safetensors.torch import save_file
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CARD_FILE = "MODEL_CARD.md"
-# The default model of every job that needs a trained MoMu (serve, embed, caption, generate).
-DEFAULT_MODEL = "momu-cpu"
+from momu.config import DEFAULT_MODEL  # noqa: F401  (the default of every job that needs a trained MoMu)
 
 
 def published_names() -> list[str]:

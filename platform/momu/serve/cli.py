@@ -18,7 +18,7 @@ def register(sub, groups) -> None:
                     "deployments) on 127.0.0.1 and block until Ctrl-C. --config takes a Serve config file "
                     "(default serving/config.yaml: its application's args and deployment options are used) or a "
                     "plain args YAML; the flags below override single args fields.",
-        epilog="Example: momu serve --model runs/demo/model --molecule_index runs/index/chebi --text_index null")
+        epilog="Example: momu serve --model momu-cpu --molecule_index null --text_index null")
     add_config_arguments(p, ServeConfig)
     p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's http_options.port, 8000)")
     p.add_argument("--address", default=None,

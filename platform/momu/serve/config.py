@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from momu.config import StrictModel
+from momu.config import DEFAULT_MODEL, StrictModel
 
 
 class ServeLimits(StrictModel):
@@ -33,7 +33,8 @@ class ServeConfig(StrictModel):
 
     Relative paths are resolved against the repository root (the directory holding `serving/`)."""
 
-    model: str = Field("runs/demo/model", description="saved MoMu model directory or MLflow models:/ URI")
+    model: str = Field(DEFAULT_MODEL, description="shipped checkpoint name, saved MoMu model directory or MLflow "
+                                                  "models:/ URI")
     molecule_index: Optional[str] = Field("runs/index/moleculenet",
                                           description="index directory (momu index build) or embedding shards "
                                                       "(momu embed) of molecules: text -> molecules; null: off")
