@@ -212,7 +212,13 @@ def measure_serve(device: str, duration: float, budget: Budget) -> list[dict]:
         serve.start(http_options={"host": "127.0.0.1", "port": 8799}, proxy_location="HeadOnly",
                     logging_config={"enable_access_log": False, "log_level": "WARNING"})
         gpus = 1 if device != "cpu" else 0
-        options = {"Encoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 1, "num_gpus": gpus}}}
+        # Every deployment sized explicitly: Serve's default of 1 CPU per replica would not fit the four of them on
+        # a small node, and the app would wait for resources forever.
+        cpus = max(1, os.cpu_count() or 1)
+        options = {"Encoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5 * cpus, "num_gpus": gpus}},
+                   "MoMuAPI": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}},
+                   "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+                   "Captioner": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}}}
         config = ServeConfig(model=str(model_dir), molecule_index=None, text_index=None,
                              device="cuda" if gpus else "cpu", precision="bf16" if gpus else "fp32")
         serve.run(compose(config, options), name="gpu_check", route_prefix="/")

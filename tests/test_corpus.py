@@ -4,22 +4,27 @@ accounted for, output is deterministic and readable by the training readers."""
 import csv
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from rdkit import Chem
-
 from conftest import REPO, SAMPLE, shared_path
 from momu.chem.columns import GRAPH_COLUMNS, columns_to_graphs, graphs_to_columns
 from momu.chem.featurize import featurize_smiles
 from momu.config import ConfigError, load_config
-from momu.pretrain.config import PretrainConfig
 from momu.data.corpus import RemovalKeys, account_sources, group_pairs, mark_removed
 from momu.data.corpus_config import CorpusConfig, MoleculesConfig, SourceSpec
-from momu.data.corpus_sources import annotate_batch, graph_key, read_pcdes, stereo_free_key
+from momu.data.corpus_sources import (
+    annotate_batch,
+    graph_key,
+    read_pcdes,
+    stereo_free_key,
+)
 from momu.data.readers import read_momu_corpus, read_pairs
+from momu.pretrain.config import PretrainConfig
+from rdkit import Chem
 
 TEST_ROWS = [line.split("\t") for line in (SAMPLE / "chebi20" / "test_slice.tsv").read_text().splitlines()[1:31]]
 VAL_ROWS = [line.split("\t") for line in (SAMPLE / "chebi20" / "validation_slice.tsv").read_text().splitlines()[1:11]]
@@ -239,7 +244,9 @@ def test_build_corpus_removes_evaluation_molecules_accounts_and_is_deterministic
     assert pairs.num_rows == table.num_rows and "duplicate_ids_dropped" not in report.metadata
     featurized = featurize_records(pairs)
     assert featurized.column("reject_reason").to_pylist() == [""] * table.num_rows
-    from momu.data.pairs import load_pair_dataset  # train-local: SMILES rows featurized, graph rows kept
+    from momu.data.pairs import (
+        load_pair_dataset,  # train-local: SMILES rows featurized, graph rows kept
+    )
 
     dataset, _ = load_pair_dataset(str(out))
     assert len(dataset) == 18 and not dataset.rejected
@@ -317,6 +324,9 @@ def test_real_corpus_has_no_chebi20_test_or_pcdes_test_valid_molecule(ray_local,
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.skipif(os.environ.get("MOMU_LONG_TESTS") != "1",
+                    reason="canonicalising 410k molecules takes ~5 CPU-minutes, beyond the CI suite's budget; "
+                           "MOMU_LONG_TESTS=1 runs it (the real pair-corpus test checks the same removal in CI)")
 def test_real_molecule_set_has_no_evaluation_molecule(ray_local, tmp_path, monkeypatch):
     from momu.data.corpus_job import build_molecules
 
