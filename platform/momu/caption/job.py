@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from momu.caption.config import CaptionJobConfig
 from momu.caption.retrieval import LABEL, CaptionPool
 from momu.embed.sources import check_columns, expand_inputs, iter_parts
-from momu.embed.stages import REJECTS_SCHEMA, atomic_write_table
+from momu.embed.stages import REJECTS_SCHEMA, atomic_write_table, write_rejects
 
 CAPTIONS_DIR = "captions"
 REJECTS_DIR = "rejects"
@@ -112,10 +112,7 @@ def write_caption_rows(batch: pa.Table, output_dir: str, captioner: str, version
         atomic_write_table(table, out / CAPTIONS_DIR / name)
         captions_file = name
     if bad.num_rows:
-        table = pa.table([bad.column("id"), bad.column("input"), bad.column("reject_reason"),
-                          bad.column("reject_detail"), bad.column("reject_stage"), bad.column("source")],
-                         schema=REJECTS_SCHEMA)
-        atomic_write_table(table, out / REJECTS_DIR / name)
+        write_rejects(bad, out / REJECTS_DIR / name)
         rejects_file = name
     reasons = json.dumps(dict(Counter(bad.column("reject_reason").to_pylist())))
     return pa.table({"rows": [batch.num_rows], "captioned": [good.num_rows], "rejected": [bad.num_rows],

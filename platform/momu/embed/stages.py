@@ -63,6 +63,13 @@ def atomic_write_table(table: pa.Table, path: Path) -> None:
         raise
 
 
+def write_rejects(rows: pa.Table, path: Path) -> None:
+    """Rejected rows of a batch stage (reject_reason/detail/stage columns) -> a rejects file (REJECTS_SCHEMA)."""
+    atomic_write_table(pa.table([rows.column("id"), rows.column("input"), rows.column("reject_reason"),
+                                 rows.column("reject_detail"), rows.column("reject_stage"), rows.column("source")],
+                                schema=REJECTS_SCHEMA), path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(text)
@@ -227,10 +234,7 @@ def write_rows(batch: pa.Table, output_dir: str, mode: str, dim: int, dtype: str
             atomic_write_table(table, out_dir / SHARDS_DIR / name)
             shard = name
         if bad.num_rows:
-            table = pa.table([bad.column("id"), bad.column("input"), bad.column("reject_reason"),
-                              bad.column("reject_detail"), bad.column("reject_stage"), bad.column("source")],
-                             schema=REJECTS_SCHEMA)
-            atomic_write_table(table, out_dir / REJECTS_DIR / name)
+            write_rejects(bad, out_dir / REJECTS_DIR / name)
             rejects = name
         summary["unit"].append(unit)
         summary["part_rows"].append(int(group.column("_part_rows")[0].as_py()))

@@ -159,33 +159,31 @@ def first_paragraph_features(paragraph_features: pa.Array) -> torch.Tensor:
 def pad_hidden_states(paragraphs: pa.Array) -> dict:
     """list<fixed_size_list<float>[H]> array (one [tokens, H] matrix per row) -> {"hidden": float32 [rows, T, H]
     zero-padded to the longest row, "attention_mask": [rows, T]}."""
-    lengths = np.diff(paragraphs.offsets.to_numpy())
     width = paragraphs.type.value_type.list_size
     values = paragraphs.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    longest = max(1, int(lengths.max()) if len(lengths) else 1)
-    hidden = np.zeros((len(lengths), longest, width), dtype=np.float32)
-    mask = np.zeros((len(lengths), longest), dtype=np.int64)
-    pos = 0
-    for row, n in enumerate(lengths):
-        hidden[row, :n] = values[pos:pos + n]
-        mask[row, :n] = 1
-        pos += n
+    hidden, mask = _pad_rows(np.diff(paragraphs.offsets.to_numpy()), values, 0.0, np.float32)
     return {"hidden": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)}
 
 
 def pad_token_ids(token_lists: pa.Array, pad_token_id: int) -> dict:
     """list<int32> array -> {"input_ids", "attention_mask"} padded to the longest row."""
-    lengths = np.diff(token_lists.offsets.to_numpy())
-    flat = token_lists.flatten().to_numpy(zero_copy_only=False)
-    width = max(1, int(lengths.max()) if len(lengths) else 1)
-    ids = np.full((len(lengths), width), pad_token_id, dtype=np.int64)
-    mask = np.zeros((len(lengths), width), dtype=np.int64)
+    ids, mask = _pad_rows(np.diff(token_lists.offsets.to_numpy()),
+                          token_lists.flatten().to_numpy(zero_copy_only=False), pad_token_id, np.int64)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+
+def _pad_rows(lengths: np.ndarray, values: np.ndarray, fill, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `lengths` items laid end to end in `values` ([sum(lengths), ...]) -> (padded [rows, longest, ...]
+    array filled with `fill`, int64 attention mask [rows, longest])."""
+    longest = max(1, int(lengths.max()) if len(lengths) else 1)
+    padded = np.full((len(lengths), longest, *values.shape[1:]), fill, dtype=dtype)
+    mask = np.zeros((len(lengths), longest), dtype=np.int64)
     pos = 0
     for row, n in enumerate(lengths):
-        ids[row, :n] = flat[pos:pos + n]
+        padded[row, :n] = values[pos:pos + n]
         mask[row, :n] = 1
         pos += n
-    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    return padded, mask
 
 
 class ContrastiveModule(nn.Module):
