@@ -41,3 +41,16 @@ def init_ray_if_needed() -> None:
         install_noise_filter_on_ray_handlers()
     else:
         start_local_ray()
+
+
+def train_logging_config() -> dict:
+    """RunConfig kwargs: Ray Train's own INFO lines (worker group start, every reported result) only with --verbose."""
+    from momu.job_output import verbose
+
+    if verbose():
+        return {}
+    try:
+        from ray.train import LoggingConfig
+    except ImportError:  # Ray Train v1 API: nothing to set
+        return {}
+    return {"logging_config": LoggingConfig(log_level="WARNING")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -25,6 +26,11 @@ def resolve_tracking_uri(explicit: Optional[str] = None, store_dir: Path = DEFAU
     return f"sqlite:///{(store_dir / 'mlflow.db').resolve()}"
 
 
+def _jsonable(value):
+    """Nested config models (e.g. a list of sources) as plain JSON in MLflow params."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else str(value)
+
+
 @contextlib.contextmanager
 def mlflow_run(config: BaseModel, experiment: str, tracking_uri: Optional[str] = None,
                run_name: Optional[str] = None, store_dir: Path = DEFAULT_STORE_DIR) -> Iterator[object]:
@@ -38,7 +44,8 @@ def mlflow_run(config: BaseModel, experiment: str, tracking_uri: Optional[str] =
         mlflow.create_experiment(experiment, artifact_location=(store_dir / "mlartifacts" / experiment).resolve().as_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
-        params = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten_config(config).items()}
+        params = {k: json.dumps(v, default=_jsonable) if isinstance(v, (list, dict)) else v
+                  for k, v in flatten_config(config).items()}
         mlflow.log_params(params)
         mlflow.log_dict(config.model_dump(mode="json"), "config.json")
         yield run
@@ -62,3 +69,35 @@ def log_momu_model(model_dir: str | Path, register_name: Optional[str] = None) -
         return info.model_uri
     version = mlflow.register_model(info.model_uri, register_name)
     return f"models:/{register_name}/{version.version}"
+
+
+class MetricsLogger:
+    """Rank 0's MLflow writer: buffers per-step metrics and flushes them in batches."""
+
+    def __init__(self, run_id: Optional[str], tracking_uri: Optional[str]):
+        self.run_id, self.buffer = run_id, []
+        self.client = None
+        if run_id:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
+    def flush(self) -> None:
+        if self.client and self.buffer:
+            for start in range(0, len(self.buffer), 1000):  # MLflow's per-call limit
+                self.client.log_batch(self.run_id, metrics=self.buffer[start:start + 1000])
+        self.buffer = []
+
+    def text(self, content: str, artifact_file: str) -> None:
+        if self.client:
+            self.client.log_text(self.run_id, content, artifact_file)
+
+    def artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
+        if self.client:
+            self.client.log_artifact(self.run_id, path, artifact_path)

@@ -19,6 +19,7 @@ def register(sub, groups) -> None:
 
     _register_caption_job(sub)
     _register_split_evaluation(groups)
+    _register_training(groups)
 
     p = groups["evaluate"].add_parser(
         "caption", help="score predicted captions with MolT5's metrics (BLEU-2/4, ROUGE-1/2/L, METEOR)",
@@ -28,8 +29,17 @@ def register(sub, groups) -> None:
                     "output) or a TSV/Parquet file with ground_truth and caption columns.",
         epilog="example: momu evaluate caption --predictions ../shared/data/molt5_predictions/"
                "molt5-small-smiles2caption.txt --output runs/caption/metrics.json")
-    p.add_argument("--predictions", required=True, metavar="FILE",
-                   help="TSV (.txt/.tsv, header line) or .parquet with ground truth and predicted captions")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", metavar="FILE",
+                        help="TSV (.txt/.tsv, header line) or .parquet with ground truth and predicted captions")
+    source.add_argument("--model", metavar="CAPTIONER",
+                        help="caption --split with this decoder captioner (a `momu finetune caption` export) and "
+                             "score it; the predictions are written beside --output")
+    p.add_argument("--split", default="../shared/data/chebi20/test.txt", metavar="FILE",
+                   help="with --model: the evaluated split, ChEBI-20 table format (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="with --model: only the first N rows")
+    p.add_argument("--shuffle-graphs", action="store_true",
+                   help="with --model: give each molecule another molecule's graph (the ablation)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.add_argument("--output", metavar="metrics.json", help="also write the metrics as JSON to this file")
     add_config_arguments(p, CaptionMetricsConfig)
@@ -52,6 +62,8 @@ def cmd_evaluate_caption(args: argparse.Namespace) -> int:
     from momu.cli import config_from_args
 
     config = config_from_args(CaptionMetricsConfig, args)
+    if args.model:
+        return _evaluate_captioner(args, config)
     data = read_predictions(args.predictions)
     scores = score_captions(data.references, data.predictions, vocab_file=config.vocab_file,
                             max_length=config.max_length, with_meteor=config.meteor)
@@ -160,4 +172,56 @@ def _cmd_evaluate_split(args: argparse.Namespace) -> int:
           f"(evaluated molecules removed: {results['pool_removed']['evaluated_total']:,})")
     print(markdown_table(results))
     print(f"metrics: {Path(config.output_dir).resolve() / 'metrics.json'}")
+    return 0
+
+
+def _evaluate_captioner(args: argparse.Namespace, config) -> int:
+    from momu.caption.split_eval import caption_split_with_decoder
+
+    output = Path(args.output) if args.output else Path("runs/caption") / f"{Path(args.model).name}_eval" / \
+        "metrics.json"
+    metrics = caption_split_with_decoder(args.model, args.split, output, limit=args.limit,
+                                         shuffle_graphs=args.shuffle_graphs, with_meteor=config.meteor)
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    print(f"predictions: {metrics['predictions']}\nmetrics: {output.resolve()}")
+    return 0
+
+
+def _register_training(groups) -> None:
+    from momu.caption.config import CaptionTrainConfig
+    from momu.cli import add_config_arguments
+
+    p = groups["finetune"].add_parser(
+        "caption", help="train the graph-conditioned caption decoder (Ray Train)",
+        description="Train a Transformer decoder that writes a molecule's caption while cross-attending to the "
+                    "frozen MoMu GIN's node embeddings and MoMu's pooled graph token (graph_memory), optionally "
+                    "also to the nearest pool molecule's caption (decoder.neighbour_memory: retrieve-and-edit). "
+                    "The training captions are `sources` minus every molecule of `exclude` (by CID, canonical "
+                    "SMILES and InChIKey connectivity); a hashed share is held out for validation and model "
+                    "selection. Checkpoints every epoch; --resume continues a stopped run. Exports a "
+                    "self-contained captioner directory (decoder, vocab, encoder, pool) and logs params, curves, "
+                    "sample captions and the registered model to MLflow.",
+        epilog="examples: momu finetune caption --config configs/caption_tiny.yaml\n"
+               "          momu finetune caption --config configs/caption_cpu.yaml --decoder.graph_memory none "
+               "--run_name caption-no-graph\n"
+               "          momu evaluate caption --model runs/train/<run>/captioner --output runs/caption/eval.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p, CaptionTrainConfig)
+    p.set_defaults(func=_cmd_finetune_caption)
+
+
+def _cmd_finetune_caption(args: argparse.Namespace) -> int:
+    from momu.caption.config import CaptionTrainConfig
+    from momu.caption.train import run_caption_training
+    from momu.cli import config_from_args
+
+    config = config_from_args(CaptionTrainConfig, args)
+    result = run_caption_training(config)
+    metrics = result["metrics"]
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float)}
+    print(f"trained {metrics.get('step')} steps ({result['data']['train']} training captions); selected step "
+          f"{result['selected_step']}; validation {shown}")
+    print(f"captioner: {Path(result['captioner']).resolve()}")
+    if result.get("model_uri"):
+        print(f"mlflow model: {result['model_uri']}")
     return 0

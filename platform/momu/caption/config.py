@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from momu.config import StrictModel
+from momu.config import ScalingSection, StrictModel
 
 
 class CaptionMetricsConfig(StrictModel):
@@ -112,3 +112,78 @@ class CaptionRetrievalEvalConfig(CaptionerSettings):
         if any(k in ("momu", "fusion") for k in self.kinds) and not self.model:
             raise ValueError("model: kinds momu/fusion need a MoMu model")
         return self
+
+
+class DecoderConfig(StrictModel):
+    """Architecture of the caption decoder (saved with every checkpoint)."""
+
+    d_model: int = Field(256, ge=8, description="width of the decoder")
+    layers: int = Field(3, ge=1, description="decoder layers")
+    heads: int = Field(4, ge=1, description="attention heads (d_model must divide by it)")
+    ff_dim: int = Field(1024, ge=8, description="feed-forward width")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout in attention, feed-forward and embeddings")
+    max_length: int = Field(160, ge=8, description="caption tokens the decoder reads and writes (incl. [CLS]/[SEP])")
+    graph_memory: Literal["nodes", "pooled", "none"] = Field(
+        "nodes", description="nodes: MoMu's pooled token + the GIN node embeddings; pooled: only MoMu's pooled "
+                             "token (the paper's method); none: no graph at all (text-prior ablation)")
+    neighbour_memory: bool = Field(False, description="retrieve-and-edit: also attend to the nearest pool "
+                                   "molecule's caption")
+    neighbour_layers: int = Field(1, ge=0, description="Transformer encoder layers over the neighbour caption")
+    graph_dim: int = Field(300, ge=1, description="width of the GIN node / pooled features (the MoMu model's)")
+    vocab_size: int = Field(0, ge=0, description="decoder vocabulary (set from the training captions)")
+
+
+class CaptionTrainConfig(StrictModel):
+    """Train the graph-conditioned caption decoder on Ray Train (`momu finetune caption`)."""
+
+    sources: list[PoolSource] = Field(
+        default_factory=lambda: [{"name": "chebi20-validation", "path": "../shared/data/chebi20/validation.txt"},
+                                 {"name": "pubchem324k-valid", "path": "../shared/data/pubchem324k/valid.tsv"},
+                                 {"name": "pubchem324k-test", "path": "../shared/data/pubchem324k/test.tsv"}],
+        validate_default=True, min_length=1, description="training captions (ChEBI-20 table format), in priority "
+                                                         "order; they also form the retrieve-and-edit pool")
+    exclude: list[str] = Field(default_factory=lambda: ["../shared/data/chebi20/test.txt"],
+                               description="evaluated splits: their molecules are removed from the training data by "
+                                           "CID, canonical SMILES and InChIKey connectivity block")
+    encoder: str = Field("momu-cpu", description="frozen MoMu model whose GIN feeds the decoder (directory, "
+                                                 "published name or models:/ URI)")
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="decoder architecture")
+    val_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="held-out share of the training molecules "
+                                "(chosen by a hash of the id) for validation and model selection")
+    vocab_min_count: int = Field(2, ge=1, description="WordPiece tokens seen fewer times in training captions "
+                                 "become [UNK]")
+    epochs: int = Field(10, ge=1, description="passes over the training captions")
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(32, ge=1, description="captions per step per worker")
+    lr: float = Field(5e-4, gt=0, description="peak AdamW learning rate")
+    warmup_steps: int = Field(200, ge=0, description="linear warmup, then linear decay to 0")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the token loss")
+    beams: int = Field(5, ge=1, description="beam width when captioning (MoMu / MolT5: 5)")
+    length_penalty: float = Field(1.0, description="beam score = log p / length ** length_penalty")
+    no_repeat_ngram: int = Field(0, ge=0, description="forbid repeating n-grams of this size (0: off)")
+    eval_samples: int = Field(64, ge=0, description="validation molecules captioned (beam search) each epoch for "
+                              "BLEU/METEOR and sample captions; 0: loss only")
+    select_best: Literal["loss", "bleu4", "meteor", "last"] = Field(
+        "loss", description="which validation number picks the exported weights (bleu4/meteor need eval_samples)")
+    seed: int = Field(0, description="seed of weights, data order and dropout")
+    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Ray Train workers")
+    checkpoint_every: int = Field(500, ge=1, description="also checkpoint every N steps (always each epoch)")
+    checkpoints_to_keep: int = Field(2, ge=1, description="checkpoints kept by Ray Train")
+    max_failures: int = Field(0, ge=0, description="worker-group restarts from the last checkpoint")
+    resume: Optional[str] = Field(None, description="checkpoint (or run) directory to continue from")
+    storage_path: str = Field("runs/train", description="Ray Train storage (checkpoints)")
+    run_name: Optional[str] = Field(None, description="Ray Train / MLflow run name (default: caption-<time>)")
+    output_dir: Optional[str] = Field(None, description="where the captioner is exported (default: "
+                                      "<storage_path>/<run_name>/captioner)")
+    mlflow_experiment: str = Field("momu-caption", description="MLflow experiment")
+    mlflow_tracking_uri: Optional[str] = Field(None, description="MLflow store (default: runs/mlflow.db)")
+    register_model_name: Optional[str] = Field(None, description="register the captioner in MLflow under this "
+                                               "name")
+
+    @model_validator(mode="after")
+    def _selection_needs_samples(self):
+        if self.select_best in ("bleu4", "meteor") and not self.eval_samples:
+            raise ValueError(f"select_best: {self.select_best} needs eval_samples > 0")
+        return self
+

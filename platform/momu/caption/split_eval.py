@@ -84,3 +84,34 @@ def markdown_table(results: dict) -> str:
         cells = ["-" if row[k] is None else f"{row[k]:.2f}" for k, _ in COLUMNS]
         lines.append(f"| {kind} | " + " | ".join(cells) + f" | {row['molecules_per_s']} |")
     return "\n".join(lines)
+
+
+def caption_split_with_decoder(captioner_dir: str, split_path: str, metrics_path: Path, limit=None,
+                               shuffle_graphs: bool = False, with_meteor: bool = True, seed: int = 0) -> dict:
+    """Caption a split with a decoder captioner (optionally with shuffled graphs), write MolT5-format
+    predictions beside metrics_path and score them; returns the metrics."""
+    from momu.caption.captioner import DecoderCaptioner
+
+    split = read_caption_source(split_path)
+    smiles, references = split.smiles[:limit], split.captions[:limit]
+    started = time.perf_counter()
+    captioner = DecoderCaptioner(captioner_dir)
+    overlap = set(split.cids) & set(captioner.retriever.pool.cids if captioner.retriever else [])
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    results = captioner.caption_smiles(smiles, shuffle_graphs_seed=seed if shuffle_graphs else None)
+    seconds = time.perf_counter() - started
+    outputs = [r.caption if hasattr(r, "caption") else "" for r in results]
+    metrics_path = Path(metrics_path)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    name = captioner.name + ("-shuffled" if shuffle_graphs else "")
+    path = write_predictions(metrics_path.parent / f"predictions_{name}.tsv", smiles, references, outputs)
+    scores = score_captions(references, outputs, with_meteor=with_meteor).as_dict()
+    metrics = {"predictions": str(path), **scores, "captioner": name, "version": captioner.version,
+               "split": str(Path(split_path).resolve()), "split_cids_in_pool": len(overlap),
+               "unreadable_smiles": sum(not hasattr(r, "caption") for r in results),
+               "shuffle_graphs_seed": seed if shuffle_graphs else None, "load_s": round(load_s, 2),
+               "caption_s": round(seconds, 2), "molecules_per_s": round(len(smiles) / seconds, 2) if seconds else None,
+               "training": captioner.meta.get("training")}
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -114,6 +114,15 @@ def build_nltk_wordnet(nltk_data: Optional[Path] = None, source: Optional[Path] 
     return nltk_data
 
 
+def wordnet_available() -> bool:
+    """True when WordNet 3.0 loads (METEOR can be computed)."""
+    try:
+        load_wordnet()
+    except Exception:  # noqa: BLE001 -- missing files, wrong version: no METEOR, other metrics still run
+        return False
+    return True
+
+
 def load_wordnet(nltk_data: Optional[str | Path] = None):
     """An nltk WordNetCorpusReader over WordNet 3.0, its data folder built from the system files on first use.
 

@@ -20,7 +20,8 @@ import torch
 
 from momu.pretrain.config import PretrainConfig
 from momu.job_output import ProgressLine, configure_job_output, verbose
-from momu.ray_session import init_ray_if_needed
+from momu.ray_session import init_ray_if_needed, train_logging_config
+from momu.tracking import MetricsLogger
 
 CHECKPOINT_FILE = "train_state.pt"
 
@@ -87,34 +88,6 @@ def _selection_value(val: dict, metric: str) -> float:
     if metric == "acc_mean":
         return (val["acc_g2t"] + val["acc_t2g"]) / 2
     return val[metric]
-
-
-class MetricsLogger:
-    """Rank 0's MLflow writer: buffers per-step metrics and flushes them in batches."""
-
-    def __init__(self, run_id: Optional[str], tracking_uri: Optional[str]):
-        self.run_id, self.buffer = run_id, []
-        self.client = None
-        if run_id:
-            from mlflow.tracking import MlflowClient
-
-            self.client = MlflowClient(tracking_uri)
-
-    def log(self, metrics: dict, step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
-
-    def flush(self) -> None:
-        if self.client and self.buffer:
-            for start in range(0, len(self.buffer), 1000):  # MLflow's per-call limit
-                self.client.log_batch(self.run_id, metrics=self.buffer[start:start + 1000])
-        self.buffer = []
-
-    def artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
-        if self.client:
-            self.client.log_artifact(self.run_id, path, artifact_path)
 
 
 def train_func(loop_config: dict) -> None:
@@ -459,7 +432,7 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
                 name=run_name, storage_path=storage,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                **_train_logging()),
+                **train_logging_config()),
             datasets={**{f"train_{i}": split for i, split in enumerate(data.train_splits)}, "val": data.val},
             dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         )
@@ -474,17 +447,6 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             if run_id:
                 model_uri = _log_model(cfg, model_dir, metrics)
     return PretrainResult(run_name, checkpoint_path, model_dir, metrics, data.summary, run_id, model_uri)
-
-
-def _train_logging() -> dict:
-    """Ray Train's own INFO lines (worker group start, every reported result) only with --verbose."""
-    if verbose():
-        return {}
-    try:
-        from ray.train import LoggingConfig
-    except ImportError:  # Ray Train v1 API: nothing to set
-        return {}
-    return {"logging_config": LoggingConfig(log_level="WARNING")}
 
 
 def _resume_path(resume: Optional[str]) -> Optional[str]:

@@ -1,0 +1,186 @@
+"""The graph-conditioned caption decoder: shapes, the KV-cached beam search against the full forward pass, the
+memory variants (graph / pooled / none / retrieve-and-edit), learning (it can memorise captions), the training
+data's removal of evaluated molecules, and `momu finetune caption` end to end on the tiny config (export, resume,
+MLflow, `momu evaluate caption --model`)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from momu.caption.config import CaptionTrainConfig, DecoderConfig
+from momu.caption.decoder import (BOS, EOS, PAD, CaptionDecoder, CaptionVocab, GraphMemoryInputs, _block_repeats,
+                                  pad_ids)
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample" / "chebi20"
+
+
+def _inputs(batch=3, dim=12, seed=0, neighbour_len=None):
+    g = torch.Generator().manual_seed(seed)
+    nodes = [torch.randn(int(n), dim, generator=g) for n in torch.randint(2, 7, (batch,), generator=g)]
+    pooled = [x.mean(0) for x in nodes]
+    neighbours = None
+    if neighbour_len:
+        neighbours = [[BOS, *torch.randint(4, 20, (neighbour_len,), generator=g).tolist(), EOS] for _ in range(batch)]
+    return GraphMemoryInputs.collate(nodes, pooled, neighbours)
+
+
+def _decoder(**kw):
+    torch.manual_seed(0)
+    config = DecoderConfig(d_model=32, layers=2, heads=4, ff_dim=64, dropout=0.0, max_length=16, graph_dim=12,
+                           vocab_size=24, **kw)
+    return CaptionDecoder(config).eval()
+
+
+@pytest.mark.parametrize("memory,neighbour", [("nodes", False), ("pooled", False), ("none", False),
+                                              ("nodes", True)])
+def test_forward_shapes_and_loss(memory, neighbour):
+    model = _decoder(graph_memory=memory, neighbour_memory=neighbour)
+    inputs = _inputs(neighbour_len=5 if neighbour else None)
+    ids = pad_ids([[BOS, 5, 6, 7, EOS], [BOS, 8, EOS], [BOS, 9, 9, EOS]])
+    logits = model(inputs, ids)
+    assert logits.shape == (3, ids.shape[1] - 1, 24)
+    memory_tokens, mask = model.memory(inputs)
+    expected = {"nodes": 1 + inputs.nodes.shape[1], "pooled": 1, "none": 0}[memory] + 1
+    expected += inputs.neighbour_ids.shape[1] if neighbour else 0
+    assert memory_tokens.shape == (3, expected, 32) and mask.shape == (3, expected)
+    assert torch.isfinite(model.loss(inputs, ids, label_smoothing=0.1))
+
+
+def test_cached_greedy_decoding_equals_the_full_forward_pass():
+    """beams=1 with the KV cache picks, step by step, the argmax of the uncached teacher-forced forward."""
+    model = _decoder()
+    inputs = _inputs()
+    generated = model.generate(inputs, beams=1, max_length=10, length_penalty=0.0, min_length=0)
+    for row, tokens in enumerate(generated):
+        single = inputs.index(torch.tensor([row]))
+
+        def next_token(prefix):
+            logits = model(single, torch.tensor([prefix + [PAD]]))[0, -1]
+            logits[PAD] = logits[BOS] = float("-inf")
+            return int(logits.argmax())
+
+        prefix = [BOS]
+        for token in tokens:
+            assert next_token(prefix) == token
+            prefix.append(token)
+        if len(tokens) < 9:  # stopped before the length limit: the full pass ends there too
+            assert next_token(prefix) == EOS
+
+
+def test_graph_memory_changes_the_output_only_when_present():
+    ids = pad_ids([[BOS, 5, 6, 7, EOS]] * 3)
+    a, b = _inputs(seed=1), _inputs(seed=2)
+    b = GraphMemoryInputs(b.nodes[:, :a.nodes.shape[1]] if b.nodes.shape[1] >= a.nodes.shape[1] else a.nodes * 2,
+                          a.node_mask, b.pooled)
+    with_graph, without = _decoder(graph_memory="nodes"), _decoder(graph_memory="none")
+    assert not torch.allclose(with_graph(a, ids), with_graph(b, ids))
+    assert torch.allclose(without(a, ids), without(b, ids))
+
+
+def test_beam_search_respects_length_and_no_repeat_ngrams():
+    model = _decoder()
+    out = model.generate(_inputs(), beams=4, max_length=8, no_repeat_ngram=2)
+    for tokens in out:
+        assert len(tokens) <= 7 and all(t not in (PAD, BOS, EOS) for t in tokens)
+        bigrams = list(zip(tokens, tokens[1:]))
+        assert len(bigrams) == len(set(bigrams))
+    logp = torch.zeros(1, 10)
+    _block_repeats(logp, torch.tensor([[BOS, 5, 6, 5]]), 2)  # "5 6" seen: after a 5, 6 is banned
+    assert logp[0, 6] == float("-inf") and torch.isfinite(logp[0, [5, 7]]).all()
+
+
+def test_the_decoder_learns_to_write_a_caption_for_each_graph():
+    """Two graphs, two captions: after training, beam search writes each graph's own caption."""
+    torch.manual_seed(0)
+    model = _decoder(graph_memory="pooled")
+    model.train()
+    inputs = _inputs(batch=2, seed=3)
+    captions = [[BOS, 5, 6, 7, 8, EOS], [BOS, 9, 10, 11, EOS]]
+    ids = pad_ids(captions)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        optimizer.zero_grad()
+        model.loss(inputs, ids).backward()
+        optimizer.step()
+    assert model.generate(inputs, beams=3) == [c[1:-1] for c in captions]
+
+
+def test_vocab_round_trip_and_unknown_tokens():
+    from momu.caption.metrics import load_tokenizer
+
+    vocab = CaptionVocab.from_captions(load_tokenizer(), ["The molecule is an acid.", "The molecule is a base."],
+                                       min_count=1)
+    ids = vocab.encode(["The molecule is an acid."], 16)[0]
+    assert ids[0] == BOS and ids[-1] == EOS and vocab.decode(ids) == "the molecule is an acid."
+    assert 1 in vocab.encode(["The molecule is a zwitterion."], 16)[0]  # [UNK]: not in the training captions
+    assert len(vocab.encode(["word " * 50], 10)[0]) == 10
+
+
+def test_training_data_holds_no_evaluated_molecule(tmp_path):
+    from momu.caption import pool as P
+    from momu.caption.decoder_data import GraphFeatureEncoder, build_caption_data, check_no_evaluated_molecules
+    from momu.caption.retrieval import CaptionPool
+    from momu.config import GINConfig, MoMuConfig
+    from momu.models.momu import build_model
+
+    source, test = SAMPLE / "validation_slice.tsv", SAMPLE / "test_slice.tsv"
+    # Plant test molecules in the source: one by CID, one by its SMILES under another CID.
+    lines = source.read_text().splitlines()
+    test_rows = [line.split("\t") for line in test.read_text().splitlines()[1:3]]
+    planted = tmp_path / "source.tsv"
+    planted.write_text("\n".join(lines[:60] + ["\t".join(test_rows[0]), "\t".join(["999999999", *test_rows[1][1:]])])
+                       + "\n")
+    P.build_pool([("src", str(planted))], [str(test)], tmp_path / "pool")
+    encoder = GraphFeatureEncoder(build_model(MoMuConfig(graph=GINConfig(num_layers=2, emb_dim=12), proj_dim=8)))
+    data = build_caption_data(CaptionPool(tmp_path / "pool"), encoder, 0.1, log=lambda *_: None)
+    check_no_evaluated_molecules(data, [str(test)])
+    test_cids = {r[0] for r in (line.split("\t") for line in test.read_text().splitlines()[1:])}
+    assert not test_cids & {i.split(":", 1)[1] for i in data.ids}
+    assert "999999999" not in {i.split(":", 1)[1] for i in data.ids}
+    assert data.summary["removed_from_pool"]["evaluated_total"] >= 2
+    assert data.is_val.any() and (~data.is_val).any()
+    assert (data.neighbour != np.arange(len(data))).all() and not data.is_val[data.neighbour].any()
+    assert data.nodes.shape == (data.node_offsets[-1], 12)
+    with pytest.raises(AssertionError, match="evaluated molecules"):
+        check_no_evaluated_molecules(data, [str(planted)])  # the guard sees a leak
+
+
+@pytest.mark.slow
+def test_finetune_caption_end_to_end_resume_and_evaluate(ray_local, tmp_path, capsys):
+    import mlflow
+
+    from momu.caption.captioner import DecoderCaptioner
+    from momu.caption.train import run_caption_training
+    from momu.cli import main
+    from momu.config import load_config
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(CaptionTrainConfig, REPO / "configs" / "caption_tiny.yaml").model_copy(update={
+        "storage_path": str(tmp_path / "train"), "mlflow_tracking_uri": uri, "run_name": "tiny", "max_steps": 6,
+        "register_model_name": "captioner-tiny"})
+    cfg = cfg.model_copy(update={"decoder": cfg.decoder.model_copy(update={"neighbour_memory": True})})
+    result = run_caption_training(cfg, log=lambda *_: None)
+    assert result["metrics"]["step"] == 6 and result["model_uri"] == "models:/captioner-tiny/1"
+    captioner = DecoderCaptioner(result["captioner"])
+    assert captioner.name == "decoder-graph+edit"
+    out = captioner.caption_smiles(["CCO", "not a smiles", "c1ccccc1O"])
+    assert isinstance(out[0].caption, str) and out[0].neighbours and out[1].reason == "unparseable"
+    assert "generated" in out[0].label
+    mlflow.set_tracking_uri(uri)
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert run.data.params["decoder.neighbour_memory"] == "True" and "val_loss" in run.data.metrics
+    # Resume: a second run continues from the first one's checkpoint instead of starting over.
+    resumed = run_caption_training(cfg.model_copy(update={
+        "run_name": "tiny-resumed", "resume": str(tmp_path / "train" / "tiny"), "max_steps": 9,
+        "register_model_name": None}), log_to_mlflow=False, log=lambda *_: None)
+    assert resumed["metrics"]["restored_from_step"] == 6 and resumed["metrics"]["step"] == 9
+    # Score the captioner on the bundled test slice (its molecules were excluded from training).
+    metrics_path = tmp_path / "eval" / "metrics.json"
+    assert main(["evaluate", "caption", "--model", result["captioner"], "--split", str(SAMPLE / "test_slice.tsv"),
+                 "--limit", "6", "--output", str(metrics_path), "--meteor", "false"]) == 0
+    printed = capsys.readouterr().out
+    assert "BLEU-2" in printed and metrics_path.is_file()
+    assert (tmp_path / "eval" / "predictions_decoder-graph+edit.tsv").is_file()
