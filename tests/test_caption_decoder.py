@@ -184,3 +184,17 @@ def test_finetune_caption_end_to_end_resume_and_evaluate(ray_local, tmp_path, ca
     printed = capsys.readouterr().out
     assert "BLEU-2" in printed and metrics_path.is_file()
     assert (tmp_path / "eval" / "predictions_decoder-graph+edit.tsv").is_file()
+    # Batch captioning with the decoder: every row captioned or rejected with a reason, labelled as generated.
+    import pyarrow.parquet as pq
+
+    from momu.caption.config import CaptionJobConfig
+    from momu.caption.job import run_caption_job
+
+    library = tmp_path / "lib.smi"
+    library.write_text("CCO ethanol\nnot_a_smiles bad\nc1ccccc1O phenol\n")
+    summary = run_caption_job(CaptionJobConfig(inputs=[str(library)], captioner=result["captioner"],
+                                               output_dir=str(tmp_path / "batch")))
+    assert summary["accounting_ok"] and (summary["captioned"], summary["rejected"]) == (2, 1)
+    assert summary["captioner"] == "decoder-graph+edit" and summary["kind"] == "decoder"
+    rows = pq.read_table(tmp_path / "batch" / summary["captions"][0]).to_pylist()
+    assert {r["captioner"] for r in rows} == {"decoder-graph+edit"} and all("generated" in r["label"] for r in rows)

@@ -62,6 +62,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def decoder_name(config: DecoderConfig) -> str:
+    """decoder-graph / -pooled-graph / -no-graph, + "+edit" for retrieve-and-edit."""
+    variant = {"nodes": "graph", "pooled": "pooled-graph", "none": "no-graph"}[config.graph_memory]
+    return f"decoder-{variant}" + ("+edit" if config.neighbour_memory else "")
+
+
 def is_decoder_captioner(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file()
 
@@ -97,12 +103,17 @@ class DecoderCaptioner:
 
     @property
     def name(self) -> str:
-        variant = {"nodes": "graph", "pooled": "pooled-graph", "none": "no-graph"}[self.config.graph_memory]
-        return f"decoder-{variant}" + ("+edit" if self.config.neighbour_memory else "")
+        return decoder_name(self.config)
 
     @property
     def version(self) -> str:
         return f"decoder:sha256:{self.meta['weights_sha256'][:12]}"
+
+    def caption_mols(self, mols: Sequence, **kwargs) -> list[Union[CaptionResult, Rejection]]:
+        """Caption RDKit molecules (the retrieval captioner's interface)."""
+        from rdkit import Chem
+
+        return self.caption_smiles([Chem.MolToSmiles(m) for m in mols], **kwargs)
 
     def caption_smiles(self, smiles: Sequence[str], batch_size: int = 32, shuffle_graphs_seed: Optional[int] = None,
                        **generation) -> list[Union[CaptionResult, Rejection]]:

@@ -90,10 +90,13 @@ def _register_caption_job(sub) -> None:
                     "similar molecule of a caption pool (Morgan Tanimoto, MoMu graph cosine, or their fusion), "
                     "labelled as such, with that neighbour's id, SMILES and similarity. Output: Parquet files "
                     "under OUTPUT_DIR/captions, rejects.parquet (every row not captioned, with its reason) and "
-                    "manifest.json; read = captioned + rejected. Build the pool first with `momu caption pool`.",
+                    "manifest.json; read = captioned + rejected. Build the pool first with `momu caption pool`. "
+                    "--captioner may also be a decoder captioner (a `momu finetune caption` export): its captions "
+                    "are generated, and labelled so.",
         epilog="examples:\n  momu caption pool --config configs/caption_pool_chebi20.yaml\n"
                "  momu caption --inputs molecules.smi --captioner runs/caption/chebi20_pool --output_dir runs/caption/x\n"
-               "  momu caption --inputs lib.sdf.gz --captioner runs/caption/chebi20_pool --kind fusion --model momu-cpu",
+               "  momu caption --inputs lib.sdf.gz --captioner runs/caption/chebi20_pool --kind fusion --model momu-cpu\n"
+               "  momu caption --inputs molecules.smi --captioner runs/train/<run>/captioner --output_dir runs/caption/y",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p, CaptionJobConfig)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

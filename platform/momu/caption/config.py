@@ -49,7 +49,8 @@ class CaptionPoolConfig(StrictModel):
 class CaptionerSettings(StrictModel):
     """The retrieval captioner's pool, model and fusion settings (shared by the job and the split evaluation)."""
 
-    captioner: str = Field("runs/caption/chebi20_pool", description="caption pool directory (momu caption pool)")
+    captioner: str = Field("runs/caption/chebi20_pool", description="caption pool directory (momu caption pool), "
+                           "or a decoder captioner directory (a momu finetune caption export)")
     model: Optional[str] = Field(None, description="MoMu model for kind momu/fusion (directory, published name "
                                  "such as momu-cpu, or models:/ URI)")
     fusion_k: int = Field(10, ge=1, description="fusion: Tanimoto candidates re-ranked")

@@ -55,10 +55,14 @@ class CaptionRows:
     def __init__(self, pool: str, kind: str, model, fusion_k: int, fusion_weight: float, torch_threads: int = 1):
         import torch
 
+        from momu.caption.captioner import DecoderCaptioner, is_decoder_captioner
         from momu.caption.retrieval import load_captioner
 
         torch.set_num_threads(max(1, int(torch_threads)))
-        self.captioner = load_captioner(pool, kind, model, fusion_k, fusion_weight)
+        if is_decoder_captioner(pool):  # a `momu finetune caption` export: generated captions
+            self.captioner = DecoderCaptioner(pool)
+        else:
+            self.captioner = load_captioner(pool, kind, model, fusion_k, fusion_weight)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from momu.chem.featurize import Rejection, parse_smiles
@@ -82,10 +86,11 @@ class CaptionRows:
             if isinstance(result, Rejection):  # the MoMu kinds refuse what the featurizer refuses
                 reasons[i], details[i], stages[i] = result.reason, result.detail, "caption"
                 continue
-            best = result.neighbour
             cols["smiles"][i], cols["caption"][i] = result.query_smiles, result.caption
-            cols["neighbour_id"][i], cols["neighbour_smiles"][i] = best.id, best.smiles
-            cols["similarity"][i] = best.similarity
+            if result.neighbours:  # retrieval: the source of the caption; retrieve-and-edit: the one it read
+                best = result.neighbours[0]
+                cols["neighbour_id"][i], cols["neighbour_smiles"][i] = best.id, best.smiles
+                cols["similarity"][i] = best.similarity
         out = batch.drop_columns(["reject_reason", "reject_detail", "reject_stage"])
         for name, values in (("reject_reason", reasons), ("reject_detail", details), ("reject_stage", stages)):
             out = out.append_column(name, pa.array(values, pa.string()))
@@ -94,8 +99,8 @@ class CaptionRows:
         return out
 
 
-def write_caption_rows(batch: pa.Table, output_dir: str, captioner: str, version: str, similarity_kind: str
-                       ) -> pa.Table:
+def write_caption_rows(batch: pa.Table, output_dir: str, captioner: str, version: str, similarity_kind: str,
+                       label: str = LABEL) -> pa.Table:
     """Captioned rows -> captions/<name>.parquet, rejected rows -> rejects/<name>.parquet (atomic writes);
     returns one SUMMARY_SCHEMA row."""
     out = Path(output_dir)
@@ -106,7 +111,7 @@ def write_caption_rows(batch: pa.Table, output_dir: str, captioner: str, version
     if good.num_rows:
         m = good.num_rows
         table = pa.table([good.column("id"), good.column("smiles"), good.column("input"), good.column("caption"),
-                          pa.array([LABEL] * m), pa.array([captioner] * m), pa.array([version] * m),
+                          pa.array([label] * m), pa.array([captioner] * m), pa.array([version] * m),
                           good.column("neighbour_id"), good.column("neighbour_smiles"), good.column("similarity"),
                           pa.array([similarity_kind] * m), good.column("source")], schema=CAPTION_SCHEMA)
         atomic_write_table(table, out / CAPTIONS_DIR / name)
@@ -127,8 +132,11 @@ def run_caption_job(config: CaptionJobConfig) -> dict:
     files = expand_inputs(config.inputs, "molecules")
     for f in files:
         check_columns(f, "molecules", config.smiles_column, config.id_column)
-    pool = CaptionPool(config.captioner)  # fail here, not in an actor, on a missing pool
-    if config.kind != "tanimoto":
+    from momu.caption.captioner import is_decoder_captioner
+
+    decoder = is_decoder_captioner(config.captioner)
+    pool = CaptionPool(Path(config.captioner) / "pool" if decoder else config.captioner)  # fail before Ray starts
+    if config.kind != "tanimoto" and not decoder:
         from momu.models.loading import resolve_model_dir
 
         resolve_model_dir(config.model)  # a missing model fails before Ray starts
@@ -158,13 +166,13 @@ def run_caption_job(config: CaptionJobConfig) -> dict:
                                        "id_column": config.id_column})
         ds = ds.map_batches(CaptionRows, batch_size=config.batch_size, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=config.actors), num_cpus=config.cpus_per_actor,
-                            fn_constructor_kwargs={"pool": str(pool.path.resolve()), "kind": config.kind,
+                            fn_constructor_kwargs={"pool": str(Path(config.captioner).resolve()), "kind": config.kind,
                                                    "model": config.model, "fusion_k": config.fusion_k,
                                                    "fusion_weight": config.fusion_weight,
                                                    "torch_threads": max(1, int(config.cpus_per_actor))})
         ds = ds.map_batches(write_caption_rows, batch_size=None, batch_format="pyarrow", num_cpus=0,
                             fn_kwargs={"output_dir": str(out.resolve()), **probe,
-                                       "similarity_kind": SIMILARITY_KINDS[config.kind]})
+                                       "similarity_kind": "generated" if decoder else SIMILARITY_KINDS[config.kind]})
         summaries = ds.take_all()
     finally:
         ctx.target_max_block_size = saved
@@ -181,7 +189,7 @@ def run_caption_job(config: CaptionJobConfig) -> dict:
     summary = {
         "output_dir": str(out.resolve()), "inputs": [str(f) for f in files], "rows_read": rows,
         "captioned": captioned, "rejected": rejected, "rejected_by_reason": dict(reasons.most_common()),
-        "accounting_ok": rows == captioned + rejected, **probe, "kind": config.kind, "label": LABEL,
+        "accounting_ok": rows == captioned + rejected, **probe, "kind": "decoder" if decoder else config.kind,
         "pool": str(pool.path.resolve()), "pool_rows": len(pool), "model": config.model,
         "captions": sorted(f"{CAPTIONS_DIR}/{r['captions_file']}" for r in summaries if r["captions_file"]),
         "rejects_file": REJECTS_FILE, "seconds": round(seconds, 2),
@@ -195,16 +203,26 @@ def run_caption_job(config: CaptionJobConfig) -> dict:
 
 
 def _identity(config: CaptionJobConfig, pool: CaptionPool) -> dict:
-    """captioner name and version as the actors will report them (the model's weights hash for MoMu kinds)."""
+    """captioner name, version and label as the actors will report them (the model's weights hash for MoMu
+    kinds; the decoder's own weights hash for a decoder captioner)."""
+    from momu.caption.captioner import LABEL as GENERATED, is_decoder_captioner
     from momu.caption.retrieval import captioner_version
 
+    if is_decoder_captioner(config.captioner):
+        from momu.caption.captioner import decoder_name
+        from momu.caption.config import DecoderConfig
+
+        meta = json.loads((Path(config.captioner) / "captioner.json").read_text())
+        return {"captioner": decoder_name(DecoderConfig.model_validate(meta["decoder"])),
+                "version": f"decoder:sha256:{meta['weights_sha256'][:12]}", "label": GENERATED}
     sha = None
     if config.kind != "tanimoto":
         from momu.models.loading import resolve_model_dir, weights_sha256
 
         sha = weights_sha256(resolve_model_dir(config.model))
     return {"captioner": f"retrieval-{config.kind}",
-            "version": captioner_version(pool.version, config.kind, sha, config.fusion_k, config.fusion_weight)}
+            "version": captioner_version(pool.version, config.kind, sha, config.fusion_k, config.fusion_weight),
+            "label": LABEL}
 
 
 def format_summary(summary: dict) -> str:
@@ -214,7 +232,7 @@ def format_summary(summary: dict) -> str:
     if summary["rejected_by_reason"]:
         lines.append("rejected by reason: " + ", ".join(f"{r} {n:,}" for r, n in summary["rejected_by_reason"].items()))
     lines.append(f"captioner: {summary['captioner']} {summary['version']} ({summary['pool_rows']:,} pool molecules); "
-                 f"captions are the {summary['label']}")
+                 f"captions: {summary['label']}")
     lines.append(f"{summary['seconds']:.1f} s, {summary['molecules_per_s']:,} molecules/s (Ray start-up included)")
     lines.append(f"output: {summary['output_dir']} ({len(summary['captions'])} caption files, "
                  f"{summary['rejected']:,} rejects in {summary['rejects_file']}, manifest.json)")
