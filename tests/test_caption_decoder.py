@@ -198,3 +198,39 @@ def test_finetune_caption_end_to_end_resume_and_evaluate(ray_local, tmp_path, ca
     assert summary["captioner"] == "decoder-graph+edit" and summary["kind"] == "decoder"
     rows = pq.read_table(tmp_path / "batch" / summary["captions"][0]).to_pylist()
     assert {r["captioner"] for r in rows} == {"decoder-graph+edit"} and all("generated" in r["label"] for r in rows)
+
+
+def test_exported_captioner_generates_and_reranks(tmp_path):
+    """A captioner directory written by export_captioner loads, generates (labelled as generated) and reranks
+    (the chosen caption is one of the k nearest pool captions, labelled as retrieved)."""
+    from momu.caption import pool as P
+    from momu.caption.captioner import RERANK_LABEL, DecoderCaptioner, export_captioner
+    from momu.caption.metrics import load_tokenizer, resolve_vocab
+    from momu.models.published import PUBLISHED_DIR
+
+    P.build_pool([("slice", str(SAMPLE / "validation_slice.tsv"))], [str(SAMPLE / "test_slice.tsv")],
+                 tmp_path / "pool")
+    vocab = CaptionVocab.from_captions(load_tokenizer(), ["The molecule is an acid.", "It is a base."], min_count=1)
+    config = DecoderConfig(d_model=32, layers=1, heads=2, ff_dim=64, max_length=24, vocab_size=len(vocab))
+    torch.manual_seed(0)
+    weights = CaptionDecoder(config).state_dict()
+    for neighbour in (False, True):
+        cfg = config.model_copy(update={"neighbour_memory": neighbour})
+        weights = CaptionDecoder(cfg).state_dict()
+        directory = export_captioner(tmp_path / f"captioner{int(neighbour)}", cfg, weights, vocab,
+                                     str(resolve_vocab()), PUBLISHED_DIR / "momu-cpu", tmp_path / "pool",
+                                     generation={"beams": 2}, training={})
+        captioner = DecoderCaptioner(directory)
+        generated = captioner.caption_smiles(["CCO", "CC(=O)O"], max_length=8)
+        assert all(isinstance(r.caption, str) and r.label.startswith("generated") for r in generated)
+        assert bool(generated[0].neighbours) == neighbour  # retrieve-and-edit names the caption it read
+    with pytest.raises(ValueError, match="rerank"):
+        captioner.rerank_smiles(["CCO"], k=3)
+    captioner = DecoderCaptioner(tmp_path / "captioner0")
+    reranked = captioner.rerank_smiles(["CCO", "c1ccccc1O", "nope"], k=4)
+    for result in reranked[:2]:
+        assert result.label == RERANK_LABEL and len(result.neighbours) == 4
+        assert result.caption == result.neighbours[0].caption
+        assert result.caption in {n.caption for n in captioner._rerank_pool.caption_smiles([result.query_smiles],
+                                                                                          k=4)[0].neighbours}
+    assert reranked[2].reason == "unparseable"

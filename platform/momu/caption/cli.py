@@ -40,6 +40,9 @@ def register(sub, groups) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="with --model: only the first N rows")
     p.add_argument("--shuffle-graphs", action="store_true",
                    help="with --model: give each molecule another molecule's graph (the ablation)")
+    p.add_argument("--rerank", type=int, default=None, metavar="K",
+                   help="with --model: instead of generating, return the pool caption the decoder finds most likely "
+                        "among the K nearest by Tanimoto (retrieve-and-rerank)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.add_argument("--output", metavar="metrics.json", help="also write the metrics as JSON to this file")
     add_config_arguments(p, CaptionMetricsConfig)
@@ -184,7 +187,8 @@ def _evaluate_captioner(args: argparse.Namespace, config) -> int:
     output = Path(args.output) if args.output else Path("runs/caption") / f"{Path(args.model).name}_eval" / \
         "metrics.json"
     metrics = caption_split_with_decoder(args.model, args.split, output, limit=args.limit,
-                                         shuffle_graphs=args.shuffle_graphs, with_meteor=config.meteor)
+                                         shuffle_graphs=args.shuffle_graphs, with_meteor=config.meteor,
+                                         rerank_k=args.rerank)
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     print(f"predictions: {metrics['predictions']}\nmetrics: {output.resolve()}")
     return 0

@@ -87,24 +87,29 @@ def markdown_table(results: dict) -> str:
 
 
 def caption_split_with_decoder(captioner_dir: str, split_path: str, metrics_path: Path, limit=None,
-                               shuffle_graphs: bool = False, with_meteor: bool = True, seed: int = 0) -> dict:
-    """Caption a split with a decoder captioner (optionally with shuffled graphs), write MolT5-format
-    predictions beside metrics_path and score them; returns the metrics."""
+                               shuffle_graphs: bool = False, with_meteor: bool = True, seed: int = 0,
+                               rerank_k=None) -> dict:
+    """Caption a split with a decoder captioner (generating, or reranking the rerank_k nearest pool captions;
+    optionally with shuffled graphs), write MolT5-format predictions beside metrics_path and score them."""
     from momu.caption.captioner import DecoderCaptioner
 
     split = read_caption_source(split_path)
     smiles, references = split.smiles[:limit], split.captions[:limit]
     started = time.perf_counter()
     captioner = DecoderCaptioner(captioner_dir)
-    overlap = set(split.cids) & set(captioner.retriever.pool.cids if captioner.retriever else [])
+    from momu.caption.retrieval import CaptionPool
+
+    overlap = set(split.cids) & set(CaptionPool(captioner.path / "pool").cids)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
-    results = captioner.caption_smiles(smiles, shuffle_graphs_seed=seed if shuffle_graphs else None)
+    shuffle = seed if shuffle_graphs else None
+    results = (captioner.rerank_smiles(smiles, k=rerank_k, shuffle_graphs_seed=shuffle) if rerank_k else
+               captioner.caption_smiles(smiles, shuffle_graphs_seed=shuffle))
     seconds = time.perf_counter() - started
     outputs = [r.caption if hasattr(r, "caption") else "" for r in results]
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    name = captioner.name + ("-shuffled" if shuffle_graphs else "")
+    name = (f"rerank{rerank_k}-" if rerank_k else "") + captioner.name + ("-shuffled" if shuffle_graphs else "")
     path = write_predictions(metrics_path.parent / f"predictions_{name}.tsv", smiles, references, outputs)
     scores = score_captions(references, outputs, with_meteor=with_meteor).as_dict()
     metrics = {"predictions": str(path), **scores, "captioner": name, "version": captioner.version,
