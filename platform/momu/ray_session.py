@@ -54,3 +54,21 @@ def train_logging_config() -> dict:
     except ImportError:  # Ray Train v1 API: nothing to set
         return {}
     return {"logging_config": LoggingConfig(log_level="WARNING")}
+
+
+def resume_checkpoint_dir(resume: Optional[str], checkpoint_file: str) -> Optional[str]:
+    """`--resume`: a checkpoint directory (holding checkpoint_file), or a run directory (its newest checkpoint_*),
+    checked before any work starts; URIs pass through."""
+    if not resume:
+        return None
+    if "://" in resume:
+        return resume
+    from pathlib import Path
+
+    path = Path(resume).resolve()
+    if (path / checkpoint_file).is_file():
+        return str(path)
+    checkpoints = sorted(path.glob(f"checkpoint_*/{checkpoint_file}")) if path.is_dir() else []
+    if not checkpoints:
+        raise FileNotFoundError(f"resume: no {checkpoint_file} in {path} or its checkpoint_* folders")
+    return str(checkpoints[-1].parent)

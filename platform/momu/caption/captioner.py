@@ -15,7 +15,6 @@ it read. Pure torch / RDKit: no Ray.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -27,6 +26,7 @@ import torch
 
 from momu.caption.config import DecoderConfig
 from momu.caption.decoder import CaptionDecoder, CaptionVocab, GraphMemoryInputs
+from momu.caption.pool import file_sha256
 from momu.caption.retrieval import CaptionResult
 from momu.chem.featurize import Rejection, parse_smiles
 
@@ -51,17 +51,9 @@ def export_captioner(directory: Path, config: DecoderConfig, weights: dict, voca
     shutil.copytree(pool_dir, directory / "pool", dirs_exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "decoder": config.model_dump(), "vocab": vocab.tokens, "generation": generation, "training": training,
-            "weights_sha256": _sha256(directory / WEIGHTS_FILE)}
+            "weights_sha256": file_sha256(directory / WEIGHTS_FILE)}
     (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return directory
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def decoder_name(config: DecoderConfig) -> str:

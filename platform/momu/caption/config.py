@@ -27,8 +27,8 @@ class PoolSource(StrictModel):
     path: str = Field(..., min_length=1, description="the table file")
 
 
-class CaptionPoolConfig(StrictModel):
-    """Build a retrieval caption pool (`momu caption pool`): sources minus the evaluated splits' molecules."""
+class CaptionSourcesConfig(StrictModel):
+    """Caption sources minus the evaluated splits' molecules: the pool's and the decoder's training data."""
 
     sources: list[PoolSource] = Field(
         default_factory=lambda: [{"name": "chebi20-validation", "path": "../shared/data/chebi20/validation.txt"},
@@ -39,6 +39,11 @@ class CaptionPoolConfig(StrictModel):
     exclude: list[str] = Field(default_factory=lambda: ["../shared/data/chebi20/test.txt"],
                                description="evaluated splits (same table format): their molecules are removed by "
                                            "CID, canonical SMILES and InChIKey connectivity block")
+
+
+class CaptionPoolConfig(CaptionSourcesConfig):
+    """Build a retrieval caption pool (`momu caption pool`): sources minus the evaluated splits' molecules."""
+
     output_dir: str = Field("runs/caption/chebi20_pool", description="the pool directory (must not hold a pool "
                             "yet)")
     model: Optional[str] = Field(None, description="also store this MoMu model's graph and caption embeddings "
@@ -134,18 +139,9 @@ class DecoderConfig(StrictModel):
     vocab_size: int = Field(0, ge=0, description="decoder vocabulary (set from the training captions)")
 
 
-class CaptionTrainConfig(StrictModel):
+class CaptionTrainConfig(CaptionSourcesConfig):
     """Train the graph-conditioned caption decoder on Ray Train (`momu finetune caption`)."""
 
-    sources: list[PoolSource] = Field(
-        default_factory=lambda: [{"name": "chebi20-validation", "path": "../shared/data/chebi20/validation.txt"},
-                                 {"name": "pubchem324k-valid", "path": "../shared/data/pubchem324k/valid.tsv"},
-                                 {"name": "pubchem324k-test", "path": "../shared/data/pubchem324k/test.tsv"}],
-        validate_default=True, min_length=1, description="training captions (ChEBI-20 table format), in priority "
-                                                         "order; they also form the retrieve-and-edit pool")
-    exclude: list[str] = Field(default_factory=lambda: ["../shared/data/chebi20/test.txt"],
-                               description="evaluated splits: their molecules are removed from the training data by "
-                                           "CID, canonical SMILES and InChIKey connectivity block")
     encoder: str = Field("momu-cpu", description="frozen MoMu model whose GIN feeds the decoder (directory, "
                                                  "published name or models:/ URI)")
     decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="decoder architecture")

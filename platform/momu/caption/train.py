@@ -19,7 +19,7 @@ import torch
 
 from momu.caption.config import CaptionTrainConfig
 from momu.job_output import ProgressLine, configure_job_output, verbose
-from momu.ray_session import init_ray_if_needed, train_logging_config
+from momu.ray_session import init_ray_if_needed, resume_checkpoint_dir, train_logging_config
 
 CHECKPOINT_FILE = "train_state.pt"
 
@@ -236,7 +236,7 @@ def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, lo
     from momu.caption.retrieval import CaptionPool
     from momu.models.loading import load_momu, resolve_model_dir
 
-    resume_from = _resume_path(cfg.resume)
+    resume_from = resume_checkpoint_dir(cfg.resume, CHECKPOINT_FILE)
     run_name = cfg.run_name or f"caption-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
     run_dir = Path(storage) / run_name
@@ -334,18 +334,6 @@ def _log_captioner(export_dir: Path, register_name: Optional[str]) -> str:
         return info.model_uri
     version = mlflow.register_model(info.model_uri, register_name)
     return f"models:/{register_name}/{version.version}"
-
-
-def _resume_path(resume: Optional[str]) -> Optional[str]:
-    if not resume:
-        return None
-    path = Path(resume).resolve()
-    if (path / CHECKPOINT_FILE).is_file():
-        return str(path)
-    checkpoints = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
-    if not checkpoints:
-        raise FileNotFoundError(f"resume: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
-    return str(checkpoints[-1].parent)
 
 
 class _null:

@@ -20,7 +20,7 @@ import torch
 
 from momu.pretrain.config import PretrainConfig
 from momu.job_output import ProgressLine, configure_job_output, verbose
-from momu.ray_session import init_ray_if_needed, train_logging_config
+from momu.ray_session import init_ray_if_needed, resume_checkpoint_dir, train_logging_config
 from momu.tracking import MetricsLogger
 
 CHECKPOINT_FILE = "train_state.pt"
@@ -422,7 +422,7 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             train_func,
             train_loop_config={"config": cfg.model_dump(mode="json"), "text_mode": text_mode,
                                "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
-                               "resume_from": _resume_path(cfg.resume),
+                               "resume_from": resume_checkpoint_dir(cfg.resume, CHECKPOINT_FILE),
                                "train_rows_per_worker": data.summary["train_rows_per_worker"],
                                "init_from_dir": str(init_dir) if init_dir else None},
             scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
@@ -447,21 +447,6 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
             if run_id:
                 model_uri = _log_model(cfg, model_dir, metrics)
     return PretrainResult(run_name, checkpoint_path, model_dir, metrics, data.summary, run_id, model_uri)
-
-
-def _resume_path(resume: Optional[str]) -> Optional[str]:
-    """A checkpoint directory (or a run directory: its newest checkpoint), checked before any work starts."""
-    if not resume:
-        return None
-    if "://" in resume:
-        return resume
-    path = Path(resume).resolve()
-    if (path / CHECKPOINT_FILE).is_file():
-        return str(path)
-    checkpoints = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) if path.is_dir() else []
-    if not checkpoints:
-        raise FileNotFoundError(f"resume: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
-    return str(checkpoints[-1].parent)
 
 
 def export_model(cfg: PretrainConfig, text_mode: str, checkpoint_path: str, directory: Path,
