@@ -208,8 +208,9 @@ def test_exported_captioner_generates_and_reranks(tmp_path):
     from momu.caption.metrics import load_tokenizer, resolve_vocab
     from momu.models.published import PUBLISHED_DIR
 
-    P.build_pool([("slice", str(SAMPLE / "validation_slice.tsv"))], [str(SAMPLE / "test_slice.tsv")],
-                 tmp_path / "pool")
+    excerpt = tmp_path / "excerpt.tsv"
+    excerpt.write_text("\n".join((SAMPLE / "validation_slice.tsv").read_text().splitlines()[:81]) + "\n")
+    P.build_pool([("slice", str(excerpt))], [str(SAMPLE / "test_slice.tsv")], tmp_path / "pool")
     vocab = CaptionVocab.from_captions(load_tokenizer(), ["The molecule is an acid.", "It is a base."], min_count=1)
     config = DecoderConfig(d_model=32, layers=1, heads=2, ff_dim=64, max_length=24, vocab_size=len(vocab))
     torch.manual_seed(0)
@@ -219,7 +220,7 @@ def test_exported_captioner_generates_and_reranks(tmp_path):
         weights = CaptionDecoder(cfg).state_dict()
         directory = export_captioner(tmp_path / f"captioner{int(neighbour)}", cfg, weights, vocab,
                                      str(resolve_vocab()), PUBLISHED_DIR / "momu-cpu", tmp_path / "pool",
-                                     generation={"beams": 2}, training={})
+                                     generation={"beams": 2}, training={"data": {"val_fraction": 0.2}})
         captioner = DecoderCaptioner(directory)
         generated = captioner.caption_smiles(["CCO", "CC(=O)O"], max_length=8)
         assert all(isinstance(r.caption, str) and r.label.startswith("generated") for r in generated)
@@ -234,3 +235,16 @@ def test_exported_captioner_generates_and_reranks(tmp_path):
         assert result.caption in {n.caption for n in captioner._rerank_pool.caption_smiles([result.query_smiles],
                                                                                           k=4)[0].neighbours}
     assert reranked[2].reason == "unparseable"
+
+    # Selection on held-out pool molecules, leave-one-out: no query may be captioned with its own caption.
+    from momu.caption.selection import held_out_rows, select_captioner
+
+    result = select_captioner(str(tmp_path / "captioner0"), str(PUBLISHED_DIR / "momu-cpu"), tmp_path / "sel.json",
+                              limit=6, fusion_ks=(5,), fusion_weights=(0.5,), rerank_ks=(3,), with_meteor=False,
+                              log=lambda *_: None)
+    assert set(result["table"]) == {"tanimoto", "fusion k=5 w=0.5", "rerank k=3", "decoder-graph"}
+    assert result["best"] in result["table"] and result["held_out_rows"] == 6
+    rows = held_out_rows(captioner.meta, captioner._rerank_pool.pool)[:6]
+    reranked = captioner.rerank_smiles([captioner._rerank_pool.pool.smiles[r] for r in rows], k=3,
+                                       exclude_ids=[captioner._rerank_pool.pool.ids[r] for r in rows])
+    assert all(r.neighbours[0].id != captioner._rerank_pool.pool.ids[row] for r, row in zip(reranked, rows))

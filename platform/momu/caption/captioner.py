@@ -126,15 +126,16 @@ class DecoderCaptioner:
         return out, good, canonical, mols, feats
 
     def caption_smiles(self, smiles: Sequence[str], batch_size: int = 32, shuffle_graphs_seed: Optional[int] = None,
-                       **generation) -> list[Union[CaptionResult, Rejection]]:
+                       exclude_ids: Optional[Sequence[str]] = None, **generation
+                       ) -> list[Union[CaptionResult, Rejection]]:
         """Caption each SMILES; an unreadable (or unfeaturizable) one gives its Rejection. shuffle_graphs_seed
         gives every molecule the graph features of another molecule of the input (a seeded permutation): the
-        ablation that asks whether the decoder uses the graph at all."""
+        ablation that asks whether the decoder uses the graph at all. exclude_ids[i]: a pool id molecule i may
+        not take as its neighbour (itself, when pool molecules are captioned for validation)."""
         out, good, canonical, mols, feats = self._features(smiles, shuffle_graphs_seed)
         neighbours = [None] * len(good)
         if self.retriever is not None:
-            found = self.retriever.caption_mols([mols[i] for i in good])
-            neighbours = [r.neighbour for r in found]
+            neighbours = [n[0] for n in self._neighbours(self.retriever, mols, good, 1, exclude_ids)]
         options = {**self.generation, **generation}
         for start in range(0, len(good), batch_size):
             chunk = range(start, min(start + batch_size, len(good)))
@@ -153,9 +154,18 @@ class DecoderCaptioner:
                                              "generated", used, LABEL)
         return out
 
+    @staticmethod
+    def _neighbours(retriever, mols, good, k: int, exclude_ids: Optional[Sequence[str]]) -> list[list]:
+        """The k Tanimoto-nearest pool molecules of each good row, leaving out exclude_ids[row]."""
+        extra = 1 if exclude_ids is not None else 0
+        found = retriever.caption_mols([mols[i] for i in good], k=k + extra)
+        return [[n for n in r.neighbours if exclude_ids is None or n.id != exclude_ids[i]][:k]
+                for i, r in zip(good, found)]
+
     @torch.no_grad()
     def rerank_smiles(self, smiles: Sequence[str], k: int = 10, rows_per_batch: int = 160,
-                      shuffle_graphs_seed: Optional[int] = None) -> list[Union[CaptionResult, Rejection]]:
+                      shuffle_graphs_seed: Optional[int] = None, exclude_ids: Optional[Sequence[str]] = None
+                      ) -> list[Union[CaptionResult, Rejection]]:
         """Retrieve-and-rerank: of the k pool captions nearest by Tanimoto, return the one this graph makes most
         likely under the decoder (mean token log-probability). The caption is a known molecule's description,
         chosen by the decoder, and labelled so (RERANK_LABEL)."""
@@ -170,12 +180,12 @@ class DecoderCaptioner:
         if self._rerank_pool is None:
             self._rerank_pool = RetrievalCaptioner(self.path / "pool", "tanimoto")
         out, good, canonical, mols, feats = self._features(smiles, shuffle_graphs_seed)
-        found = self._rerank_pool.caption_mols([mols[i] for i in good], k=k)
+        found = self._neighbours(self._rerank_pool, mols, good, k, exclude_ids)
         per_batch = max(1, rows_per_batch // k)
         self.model.eval()
         for start in range(0, len(good), per_batch):
             chunk = list(range(start, min(start + per_batch, len(good))))
-            pairs = [(j, n) for j in chunk for n in found[j].neighbours]
+            pairs = [(j, n) for j in chunk for n in found[j]]
             inputs = GraphMemoryInputs.collate([feats[j][0] for j, _ in pairs], [feats[j][1] for j, _ in pairs])
             ids = pad_ids(self.vocab.encode([n.caption for _, n in pairs], self.config.max_length))
             logp = torch.log_softmax(self.model(inputs.to(self.device), ids.to(self.device)).float(), -1)

@@ -20,6 +20,7 @@ def register(sub, groups) -> None:
     _register_caption_job(sub)
     _register_split_evaluation(groups)
     _register_training(groups)
+    _register_selection(groups)
 
     p = groups["evaluate"].add_parser(
         "caption", help="score predicted captions with MolT5's metrics (BLEU-2/4, ROUGE-1/2/L, METEOR)",
@@ -231,4 +232,32 @@ def _cmd_finetune_caption(args: argparse.Namespace) -> int:
     print(f"captioner: {Path(result['captioner']).resolve()}")
     if result.get("model_uri"):
         print(f"mlflow model: {result['model_uri']}")
+    return 0
+
+
+def _register_selection(groups) -> None:
+    p = groups["evaluate"].add_parser(
+        "caption-selection", help="choose the captioner on held-out pool molecules (never the test split)",
+        description="Caption the decoder's held-out pool molecules (leave-one-out: each without itself in the pool) "
+                    "with nearest-neighbour copying (tanimoto), the fusion grid (k x weight), the decoder's rerank "
+                    "over k neighbours, and the decoder's own captions; score them with MolT5's metrics and name "
+                    "the best by the mean of the six.",
+        epilog="example: momu evaluate caption-selection --captioner runs/train/<run>/captioner --model momu-cpu")
+    p.add_argument("--captioner", required=True, help="a `momu finetune caption` export")
+    p.add_argument("--model", default="momu-cpu", help="MoMu model of the fusion captioners (default: momu-cpu)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N held-out molecules")
+    p.add_argument("--no-generate", action="store_true", help="skip the decoder's own (slow) beam-search captions")
+    p.add_argument("--meteor", default="true", choices=["true", "false"], help="compute METEOR (needs WordNet)")
+    p.add_argument("--output", default=None, metavar="JSON", help="where the table goes (default: beside the "
+                                                                  "captioner, selection.json)")
+    p.set_defaults(func=_cmd_selection)
+
+
+def _cmd_selection(args: argparse.Namespace) -> int:
+    from momu.caption.selection import select_captioner
+
+    output = Path(args.output) if args.output else Path(args.captioner) / "selection.json"
+    result = select_captioner(args.captioner, args.model, output, limit=args.limit, generate=not args.no_generate,
+                              with_meteor=args.meteor == "true")
+    print(f"best on {result['held_out_rows']} held-out molecules: {result['best']}\ntable: {output.resolve()}")
     return 0
