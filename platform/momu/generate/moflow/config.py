@@ -1,0 +1,73 @@
+"""Configs of MoFlow: the model's hyperparameters (MoFlow's `Hyperparameters`) and the training job
+(`momu finetune moflow`). Defaults are MoFlow's ZINC250k setting (Zang & Wang 2020, calvin-zcx/moflow README)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+
+from momu.config import ScalingSection, StrictModel
+
+# MoFlow's ZINC250k atom vocabulary: C N O F P S Cl Br I, and 0 = the virtual (padding) atom, always last.
+ZINC250K_ATOMIC_NUMBERS = [6, 7, 8, 9, 15, 16, 17, 35, 53, 0]
+
+
+class MoFlowConfig(StrictModel):
+    """MoFlow = Glow on the bond tensor [4, N, N] + graph-conditional flow on the atom matrix [N, T]."""
+
+    max_atoms: int = Field(38, ge=2, description="N: atoms per molecule incl. virtual padding (ZINC250k: 38)")
+    atomic_numbers: list[int] = Field(default_factory=lambda: list(ZINC250K_ATOMIC_NUMBERS),
+                                      description="atom types T; the last must be 0 (virtual atom)")
+    # Bond flow (Glow): squeeze folds [4, N, N] into [4 f^2, N/f, N/f]; each coupling conditions one channel half
+    # on the other with conv3x3 layers.
+    bond_flows: int = Field(10, ge=1, description="coupling layers per Glow block (MoFlow b_n_flow)")
+    bond_blocks: int = Field(1, ge=1, description="Glow blocks (MoFlow b_n_block)")
+    squeeze_fold: int = Field(19, ge=1, description="squeeze fold f; must divide max_atoms (MoFlow ZINC: 19)")
+    bond_hidden: list[int] = Field(default_factory=lambda: [512, 512],
+                                   description="conv3x3 channels of each coupling network (MoFlow b_hidden_ch)")
+    bond_mixing: Literal["swap", "lu", "plain"] = Field(
+        "swap", description="channel mixing between couplings (MoFlow b_conv_lu): swap = no 1x1 conv, alternate "
+                            "which half is updated (2, MoFlow's ZINC setting); lu = invertible 1x1 conv, LU-"
+                            "parametrised (1, its QM9 setting); plain = invertible 1x1 conv, full matrix (0)")
+    # Atom flow: each coupling updates mask_row_size rows (atoms) from the others and the graph (relational GCN).
+    atom_flows: int = Field(38, ge=1, description="coupling layers per atom block (MoFlow a_n_flow)")
+    atom_blocks: int = Field(1, ge=1, description="MoFlow a_n_block")
+    atom_gnn_hidden: list[int] = Field(default_factory=lambda: [256], description="RelGCN widths (a_hidden_gnn)")
+    atom_linear_hidden: list[int] = Field(default_factory=lambda: [512, 64],
+                                          description="per-atom linear widths after the GCN (a_hidden_lin)")
+    mask_row_size: int = Field(1, ge=1, description="atoms updated per coupling")
+    mask_row_stride: int = Field(1, ge=1, description="shift of the updated rows between couplings")
+    noise_scale: float = Field(0.6, gt=0.0, description="dequantisation: x + U(0, 1) * noise_scale in training")
+    learn_prior_var: bool = Field(True, description="learn one prior log-variance (MoFlow learn_dist)")
+    atom_logdet: Literal["exact", "moflow"] = Field(
+        "exact", description="exact: the atom couplings' log-det sums log s over the rows they change; moflow: "
+                             "over every row, as MoFlow's released code does (its comment: 'possibly wrong')")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MoFlowConfig":
+        if self.max_atoms % self.squeeze_fold:
+            raise ValueError(f"squeeze_fold {self.squeeze_fold} must divide max_atoms {self.max_atoms}")
+        if len(self.atomic_numbers) < 2 or self.atomic_numbers[-1] != 0 or 0 in self.atomic_numbers[:-1]:
+            raise ValueError("atomic_numbers: the last entry (only) must be 0, the virtual atom")
+        if self.mask_row_size >= self.max_atoms:
+            raise ValueError("mask_row_size must be below max_atoms")
+        if not self.bond_hidden or not self.atom_linear_hidden:
+            raise ValueError("bond_hidden and atom_linear_hidden need at least one layer")
+        return self
+
+    @property
+    def num_atom_types(self) -> int:
+        return len(self.atomic_numbers)
+
+    @property
+    def atom_size(self) -> int:
+        return self.max_atoms * self.num_atom_types
+
+    @property
+    def bond_size(self) -> int:
+        return 4 * self.max_atoms * self.max_atoms
+
+    @property
+    def latent_size(self) -> int:
+        return self.atom_size + self.bond_size
