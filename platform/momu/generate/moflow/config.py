@@ -71,3 +71,55 @@ class MoFlowConfig(StrictModel):
     @property
     def latent_size(self) -> int:
         return self.atom_size + self.bond_size
+
+
+class MoFlowDataSection(StrictModel):
+    """ZINC250k (or any CSV with a smiles column / .smi file) and its held-out part."""
+
+    path: str = Field("../shared/data/zinc250k/zinc250k.csv.gz", description="CSV[.gz] with a smiles column, or .smi")
+    split: Literal["moflow", "ddvae", "random", "none"] = Field(
+        "moflow", description="held-out part: moflow = MoFlow's valid_idx_zinc.json, ddvae = the ddvae_split column "
+                              "(valid + test), random = a seeded heldout_fraction, none")
+    valid_idx_path: Optional[str] = Field("../shared/data/zinc250k/valid_idx_zinc.json",
+                                          description="MoFlow's held-out indices (split moflow)")
+    heldout_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="split random")
+    max_molecules: Optional[int] = Field(None, ge=1, description="cap the training molecules (first in file order)")
+    max_heldout: Optional[int] = Field(2000, ge=1, description="held-out molecules kept (validation NLL, FCD "
+                                                               "reference)")
+
+
+class MoFlowEvalSection(StrictModel):
+    """What the job measures: held-out NLL every epoch; at the end, molecules sampled from the prior."""
+
+    val_molecules: int = Field(512, ge=0, description="held-out molecules of the per-epoch NLL (0: none)")
+    epoch_samples: int = Field(100, ge=0, description="molecules sampled after each epoch for a validity check")
+    samples: int = Field(1000, ge=0, description="molecules sampled after training for the quality metrics")
+    temperature: float = Field(0.85, gt=0.0, description="sampling temperature (MoFlow's and MoMu's 0.85)")
+    fcd: bool = Field(True, description="FCD of the corrected samples against the held-out molecules")
+
+
+class MoFlowTrainConfig(StrictModel):
+    """`momu finetune moflow`: MoFlow maximum likelihood on ZINC250k with Ray Train (MoFlow's recipe: Adam 1e-3,
+    batch 256, 200 epochs, no schedule)."""
+
+    data: MoFlowDataSection = Field(default_factory=MoFlowDataSection)
+    model: MoFlowConfig = Field(default_factory=MoFlowConfig)
+    scaling: ScalingSection = Field(default_factory=lambda: ScalingSection(num_workers=2))
+    eval: MoFlowEvalSection = Field(default_factory=MoFlowEvalSection)
+    batch_size: int = Field(128, ge=2, description="molecules per worker per step (MoFlow: 256 in all)")
+    epochs: int = Field(200, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps")
+    lr: float = Field(1e-3, gt=0.0)
+    seed: int = Field(1, description="initial weights, batch order and dequantisation noise")
+    num_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (default: cpus_per_worker)")
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints (and one after each epoch)")
+    checkpoints_to_keep: int = Field(2, ge=1)
+    max_failures: int = Field(3, ge=0, description="worker-group restarts from the last checkpoint")
+    resume: Optional[str] = Field(None, description="continue from a checkpoint or run directory")
+    log_every: int = Field(20, ge=1, description="steps between MLflow metric flushes")
+    storage_path: str = "runs/ray_results"
+    run_name: Optional[str] = None
+    output_dir: Optional[str] = Field(None, description="where the final model is saved (default: in the run)")
+    mlflow_tracking_uri: Optional[str] = None
+    mlflow_experiment: str = "momu-moflow"
+    register_model_name: Optional[str] = Field("moflow-zinc250k", description="MLflow registry name (None: none)")

@@ -125,13 +125,15 @@ def construct_mol(atoms: np.ndarray, bonds: np.ndarray,
 
 # -- ZINC250k ---------------------------------------------------------------------------------------------------
 
-def read_zinc250k(path: str, split: Literal["moflow", "ddvae", "none"] = "moflow",
+def read_zinc250k(path: str, split: Literal["moflow", "ddvae", "random", "none"] = "moflow",
                   valid_idx_path: Optional[str] = None, max_molecules: Optional[int] = None,
-                  max_heldout: Optional[int] = None) -> tuple[list[str], list[str]]:
+                  max_heldout: Optional[int] = None, heldout_fraction: float = 0.1,
+                  seed: int = 0) -> tuple[list[str], list[str]]:
     """(train SMILES, held-out SMILES) from a ZINC250k CSV (columns smiles[, ddvae_split]) or a one-SMILES-per-line
     file. split: moflow = MoFlow's valid_idx_zinc.json (1-based indices into MoFlow's 249,455-row csv; the shared
     copy has one extra row at an unknown position, so a few indices may be off by one); ddvae = the file's
-    ddvae_split column (valid + test held out); none = nothing held out. Caps keep the first rows (file order)."""
+    ddvae_split column (valid + test held out); random = a seeded heldout_fraction; none = nothing held out.
+    Caps keep the first rows (file order)."""
     import pandas as pd
 
     p = Path(path)
@@ -150,6 +152,10 @@ def read_zinc250k(path: str, split: Literal["moflow", "ddvae", "none"] = "moflow
         if "ddvae_split" not in frame.columns:
             raise ValueError(f"data.split ddvae: {path} has no ddvae_split column")
         is_held = (frame["ddvae_split"] != "train").to_numpy()
+    elif split == "random":
+        rng = np.random.default_rng(seed)
+        is_held = np.zeros(len(frame), dtype=bool)
+        is_held[rng.permutation(len(frame))[:int(round(heldout_fraction * len(frame)))]] = True
     else:
         is_held = np.zeros(len(frame), dtype=bool)
     train = frame["smiles"][~is_held].tolist()

@@ -289,6 +289,12 @@ def gaussian_nll(x: torch.Tensor, ln_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (ln_var + math.log(2 * math.pi)) + 0.5 * x * x * torch.exp(-ln_var)
 
 
+def _uniform(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    if generator is None:
+        return torch.rand_like(like)
+    return torch.rand(like.shape, generator=generator, device=generator.device).to(like.device)
+
+
 class MoFlow(nn.Module):
     def __init__(self, config: MoFlowConfig):
         super().__init__()
@@ -316,8 +322,8 @@ class MoFlow(nn.Module):
         adj = rescale_adj(bonds)
         if dequantize:
             scale = self.config.noise_scale
-            atoms = atoms + scale * torch.rand(atoms.shape, generator=generator, device=atoms.device)
-            bonds = bonds + scale * torch.rand(bonds.shape, generator=generator, device=bonds.device)
+            atoms = atoms + scale * _uniform(atoms, generator)
+            bonds = bonds + scale * _uniform(bonds, generator)
         z_atoms, logdet_atoms = self.atom_flow(adj, atoms)
         h = bonds
         logdet_bonds = bonds.new_zeros(bonds.shape[0])
@@ -373,3 +379,63 @@ class MoFlow(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# -- saving and loading -----------------------------------------------------------------------------------------
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "momu-moflow"
+
+
+def save_moflow(model: MoFlow, directory, extra: Optional[dict] = None) -> "Path":
+    """A model directory: config.json (format, MoFlowConfig, extra facts) + model.safetensors."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(
+        {"format": FORMAT, "config": model.config.model_dump(mode="json"), **(extra or {})}, indent=2) + "\n")
+    return directory
+
+
+def resolve_moflow_dir(source) -> "Path":
+    """A saved MoFlow directory, downloading MLflow URIs (models:/, runs:/) first."""
+    from pathlib import Path
+
+    text = str(source)
+    if not text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
+        path = Path(text)
+        if not (path / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"no saved MoFlow model in {path} ({CONFIG_FILE} missing)")
+        return path
+    import mlflow
+
+    from momu.tracking import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    for candidate in [local, *[p.parent for p in local.rglob(CONFIG_FILE)]]:
+        if (candidate / WEIGHTS_FILE).is_file() and (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{text} downloaded to {local} but holds no saved MoFlow model")
+
+
+def load_moflow(source, map_location: str = "cpu") -> MoFlow:
+    """MoFlow from a directory written by save_moflow or an MLflow URI; in eval mode."""
+    import json
+
+    from safetensors.torch import load_file
+
+    directory = resolve_moflow_dir(source)
+    saved = json.loads((directory / CONFIG_FILE).read_text())
+    if saved.get("format") != FORMAT:
+        raise ValueError(f"{directory} is not a MoFlow model (format {saved.get('format')!r})")
+    model = MoFlow(MoFlowConfig.model_validate(saved["config"]))
+    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=map_location))
+    return model.eval()
