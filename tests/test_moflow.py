@@ -172,3 +172,35 @@ def test_zinc250k_encode_decode_round_trips():
         same += canonical(construct_mol(atoms[i].numpy(), bonds[i].numpy())) == canonical(
             Chem.MolFromSmiles(e.smiles))
     assert neutral > 150 and same == neutral
+
+
+def test_quality_counts_validity_with_and_without_correction_uniqueness_and_novelty():
+    from momu.generate.moflow.sample import quality
+
+    def rw(smiles):
+        return Chem.RWMol(Chem.MolFromSmiles(smiles))
+
+    over = Chem.RWMol()
+    for z in (6, 6, 6, 7):
+        over.AddAtom(Chem.Atom(z))
+    over.AddBond(0, 1, Chem.BondType.DOUBLE)
+    over.AddBond(1, 2, Chem.BondType.TRIPLE)
+    over.AddBond(0, 3, Chem.BondType.TRIPLE)
+    raw = [rw("CCO"), rw("CCO"), rw("c1ccccc1"), rw("CCCC.C"), over]
+    q = quality(raw, train_smiles={"CCO"})
+    assert q["validity_without_correction"] == pytest.approx(3 / 5)  # the fragments and C#C=C#N fail
+    assert q["validity"] == 1.0 and q["n_valid"] == 5
+    assert q["n_unique"] == 4 and q["uniqueness"] == pytest.approx(4 / 5)  # CCO, c1ccccc1, CCCC, C=C=C=N
+    assert q["novelty"] == pytest.approx(3 / 4) and q["abs_novelty"] == pytest.approx(3 / 5)
+
+
+def test_sample_decodes_prior_draws_and_fcd_is_reported():
+    from momu.generate.moflow.sample import quality, sample
+
+    atoms, bonds, encoded = encode_dense(SMILES)
+    model = initialised(tiny_config(), atoms, bonds)
+    raw = sample(model, 12, temperature=0.85, seed=3)
+    again = sample(model, 12, temperature=0.85, seed=3)
+    assert len(raw) == 12 and [Chem.MolToSmiles(m) for m in raw] == [Chem.MolToSmiles(m) for m in again]
+    q = quality(raw, {e.smiles for e in encoded}, reference_smiles=SMILES * 2, fcd=True)
+    assert q["validity"] > 0.5 and (q["fcd"] is None or q["fcd"] >= 0)
