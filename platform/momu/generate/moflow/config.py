@@ -123,3 +123,23 @@ class MoFlowTrainConfig(StrictModel):
     mlflow_tracking_uri: Optional[str] = None
     mlflow_experiment: str = "momu-moflow"
     register_model_name: Optional[str] = Field("moflow-zinc250k", description="MLflow registry name (None: none)")
+
+
+class MoFlowOptimiseConfig(StrictModel):
+    """Zero-shot text -> molecule generation as MoMu did it: optimise MoFlow latents so that MoMu's embedding of the
+    decoded graph approaches the prompt's. Defaults: the released procedure (Graph_generate.py)."""
+
+    mode: Literal["momu-exact", "soft-bond"] = Field(
+        "momu-exact", description="momu-exact: the GIN sees the decoded, discrete (kekulized) bond skeleton, so only "
+                                  "the atom part of z gets gradient (the released code); soft-bond: bond "
+                                  "probabilities weight the GIN's messages, so the bond part of z gets gradient too "
+                                  "(our variant; MoFlow's no-bond channel is never read as MoMu's aromatic bond)")
+    seeds: int = Field(60, ge=1, description="latent seeds per prompt, optimised together as one batch")
+    steps: int = Field(500, ge=0, description="Adam updates")
+    lr: float = Field(0.1, gt=0.0)
+    lr_step: int = Field(400, ge=1, description="StepLR step size")
+    lr_gamma: float = Field(0.1, gt=0.0, le=1.0, description="StepLR factor")
+    temperature: float = Field(0.85, gt=0.0, description="initial z ~ N(0, (temperature * prior std)^2)")
+    loss_temperature: float = Field(0.1, gt=0.0, description="loss = -cosine / loss_temperature (MoMu's 0.1)")
+    seed: int = Field(0, description="base seed: seed s draws its initial z from (seed, s)")
+    correct: bool = Field(True, description="decode the final z with MoFlow's valency correction")
