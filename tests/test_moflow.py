@@ -262,3 +262,14 @@ def test_latent_optimisation_raises_the_cosine_and_batches_seeds(momu_cpu, mode)
                                  config.model_copy(update={"steps": 3}))
     assert [r.seed for r in results] == [0, 1, 2] and all(r.smiles for r in results)  # corrected: all valid
     assert all(r.cosine is not None and -1 <= r.cosine <= 1 for r in results)
+
+
+def test_moflow_modules_import_without_ray():
+    import subprocess
+    import sys
+
+    from test_layout import BLOCK_RAY
+
+    modules = [f"momu.generate.moflow.{m}" for m in ("config", "data", "model", "correction", "sample", "optimise")]
+    out = subprocess.run([sys.executable, "-c", BLOCK_RAY, *modules], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]

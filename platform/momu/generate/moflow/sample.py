@@ -97,6 +97,8 @@ def quality(raw: Sequence[Chem.Mol], train_smiles: Optional[Iterable[str]] = Non
             result.update(fcd=None, fcd_error=str(err))
         else:
             result.update({k: scored[k] for k in ("fcd", "fcd_policy", "fcd_n_reference", "fcd_n_prediction")})
+        finally:  # fcd_common_pad turns RDKit's log back on; decoded molecules would flood it
+            RDLogger.DisableLog("rdApp.*")
     return result
 
 

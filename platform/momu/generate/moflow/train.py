@@ -367,9 +367,9 @@ def final_samples(model: MoFlow, cfg: MoFlowTrainConfig, train_smiles: set, held
     from momu.generate.moflow.sample import quality, sample, sample_smiles
 
     raw = sample(model, cfg.eval.samples, cfg.eval.temperature, seed=cfg.seed)
+    (model_dir / "samples.txt").write_text("\n".join(s or "" for s in sample_smiles(raw)) + "\n")
     metrics = quality(raw, train_smiles, held_smiles if cfg.eval.fcd else None, fcd=cfg.eval.fcd)
     metrics["temperature"] = cfg.eval.temperature
-    (model_dir / "samples.txt").write_text("\n".join(s or "" for s in sample_smiles(raw)) + "\n")
     (model_dir / "sample_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -380,7 +380,8 @@ def _log_and_register(cfg: MoFlowTrainConfig, model_dir: Path, metrics: dict, sa
     import mlflow
 
     mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-    mlflow.log_metrics({f"sample_{k}": float(v) for k, v in sample_metrics.items()
+    # generated_*: the end-of-training samples (sample_* are the small per-epoch checks)
+    mlflow.log_metrics({f"generated_{k}": float(v) for k, v in sample_metrics.items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if sample_metrics:
         mlflow.log_dict(sample_metrics, "sample_metrics.json")
