@@ -234,7 +234,7 @@ def test_dense_gin_equals_momu_on_decoded_molecules(momu_cpu):
 @pytest.mark.parametrize("mode", ["momu-exact", "soft-bond"])
 def test_latent_optimisation_raises_the_cosine_and_batches_seeds(momu_cpu, mode):
     from momu.generate.moflow.config import MoFlowOptimiseConfig
-    from momu.generate.moflow.optimise import generate_from_text, initial_latents, optimise_latents
+    from momu.generate.moflow.optimise import generate_from_text, initial_latents, optimise_latents, summarise
 
     atoms, bonds, _ = encode_dense(SMILES)
     flow = initialised(tiny_config(), atoms, bonds)
@@ -262,6 +262,9 @@ def test_latent_optimisation_raises_the_cosine_and_batches_seeds(momu_cpu, mode)
                                  config.model_copy(update={"steps": 3}))
     assert [r.seed for r in results] == [0, 1, 2] and all(r.smiles for r in results)  # corrected: all valid
     assert all(r.cosine is not None and -1 <= r.cosine <= 1 for r in results)
+    summary = summarise(results, train_smiles={"CCO"})
+    assert summary["seeds"] == 3 and summary["validity"] == 1.0 and summary["stopped_by"] == {"steps": 3}
+    assert summary["best_cosine"] == max(r.cosine for r in results) and 0 < summary["novelty"] <= 1
 
 
 def test_moflow_modules_import_without_ray():

@@ -16,6 +16,7 @@ z is [B, N*T + 4*N*N], atom part first (MoFlow's layout; ZINC250k: 380 + 5,776 =
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -388,10 +389,9 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT = "momu-moflow"
 
 
-def save_moflow(model: MoFlow, directory, extra: Optional[dict] = None) -> "Path":
+def save_moflow(model: MoFlow, directory, extra: Optional[dict] = None) -> Path:
     """A model directory: config.json (format, MoFlowConfig, extra facts) + model.safetensors."""
     import json
-    from pathlib import Path
 
     from safetensors.torch import save_file
 
@@ -404,10 +404,8 @@ def save_moflow(model: MoFlow, directory, extra: Optional[dict] = None) -> "Path
     return directory
 
 
-def resolve_moflow_dir(source) -> "Path":
+def resolve_moflow_dir(source) -> Path:
     """A saved MoFlow directory, downloading MLflow URIs (models:/, runs:/) first."""
-    from pathlib import Path
-
     text = str(source)
     if not text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         path = Path(text)

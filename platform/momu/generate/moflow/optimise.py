@@ -203,3 +203,22 @@ def generate_from_text(flow: MoFlow, momu, text: str, config: MoFlowOptimiseConf
         results.append(SeedResult(seed, smiles, plain is not None, score,
                                   cos if math.isfinite(cos) else float("nan"), n_steps, reason))
     return results
+
+
+def summarise(results: list[SeedResult], train_smiles: Optional[set] = None) -> dict:
+    """One prompt's outcome over its seeds: validity (as decoded: with correction unless it was off), validity
+    without correction, uniqueness, novelty (with train_smiles), final MoMu cosine (mean, best) and stop reasons."""
+    n = len(results)
+    valid = [r for r in results if r.smiles]
+    unique = {r.smiles for r in valid}
+    cosines = [r.cosine for r in valid if r.cosine is not None]
+    out = {"seeds": n, "validity": len(valid) / n,
+           "validity_without_correction": sum(r.valid_without_correction for r in results) / n,
+           "uniqueness": len(unique) / len(valid) if valid else 0.0,
+           "mean_cosine": sum(cosines) / len(cosines) if cosines else None,
+           "best_cosine": max(cosines) if cosines else None,
+           "best_smiles": max(valid, key=lambda r: r.cosine if r.cosine is not None else -2).smiles if valid else None,
+           "stopped_by": {k: sum(r.stopped_by == k for r in results) for k in {r.stopped_by for r in results}}}
+    if train_smiles is not None:
+        out["novelty"] = len(unique - set(train_smiles)) / len(unique) if unique else 0.0
+    return out
