@@ -58,6 +58,20 @@ def register(sub, groups) -> None:
     p.add_argument("--device", default=None, help="torch device for ChemNet (default: cuda if available, else cpu)")
     p.set_defaults(func=cmd_evaluate_generation)
 
+    from momu.cli import add_job_arguments
+    from momu.generate.moflow.config import MoFlowTrainConfig
+
+    p = groups["finetune"].add_parser(
+        "moflow", help="train MoFlow (the flow MoMu's zero-shot generation decodes from) on ZINC250k with Ray Train",
+        description="MoFlow (Zang & Wang 2020) maximum likelihood on ZINC250k: Glow on the kekulized bond tensor, "
+                    "graph-conditional flow on the atoms, dequantisation 0.6, learned prior variance. Ray Train "
+                    "workers (DDP) with checkpoints and --resume, MLflow params/metrics and the model registered. "
+                    "Afterwards samples from the prior and reports validity with and without MoFlow's correction, "
+                    "uniqueness, novelty and FCD.",
+        epilog="examples: momu finetune moflow --config configs/moflow_tiny.yaml\n"
+               "          momu finetune moflow --config configs/moflow_cpu.yaml --resume runs/ray_results/<run>")
+    add_job_arguments(p, MoFlowTrainConfig, cmd_finetune_moflow)
+
 
 def format_table(metrics: dict) -> str:
     """A two-column text table of the metrics present in ``metrics``."""
@@ -149,4 +163,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     result = edit(model, args.text, args.edit, config) if args.edit is not None else generate(model, args.text, config)
     print(json.dumps(result, indent=2) if args.json else format_generation(result))
+    return 0
+
+
+def cmd_finetune_moflow(args: argparse.Namespace) -> int:
+    from momu.cli import config_from_args
+    from momu.generate.moflow.config import MoFlowTrainConfig
+    from momu.generate.moflow.train import run_moflow_training
+
+    config = config_from_args(MoFlowTrainConfig, args)
+    result = run_moflow_training(config, log_to_mlflow=not args.no_mlflow, progress=not args.quiet)
+    m, s = result.metrics, result.sample_metrics
+    print(f"\nrun {result.run_name}: MoFlow with {result.parameters:,} parameters, {m.get('step', 0)} steps, "
+          f"epoch {m.get('epoch')}, train NLL {m.get('train_loss', float('nan')):.3f} bits/dim (atoms + bonds)")
+    if "val_nll" in m:
+        print(f"held-out NLL {m['val_nll']:.3f} (atoms {m['val_nll_atoms']:.3f}, bonds {m['val_nll_bonds']:.3f})")
+    if s:
+        line = (f"{s['n']} samples at temperature {s['temperature']}: validity {s['validity']:.3f} with correction, "
+                f"{s['validity_without_correction']:.3f} without; uniqueness {s['uniqueness']:.3f}")
+        if "novelty" in s:
+            line += f", novelty {s['novelty']:.3f}"
+        if s.get("fcd") is not None:
+            line += f", FCD {s['fcd']:.2f} (vs {s['fcd_n_reference']} held-out)"
+        print(line)
+    print(f"checkpoint: {result.checkpoint_path}\nmodel:      {result.model_dir}")
+    if result.mlflow_run_id:
+        from momu.tracking import resolve_tracking_uri
+
+        print(f"MLflow run: {result.mlflow_run_id} in {resolve_tracking_uri(config.mlflow_tracking_uri)}"
+              + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
     return 0

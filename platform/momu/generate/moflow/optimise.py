@@ -1,0 +1,224 @@
+"""MoMu's zero-shot text -> molecule generation: optimise MoFlow latents against MoMu (Su et al. 2022, released
+MoleculeGeneration/Graph_generate.py; see docs/MOMU_REFERENCE.md).
+
+Per prompt, `seeds` latents z ~ N(0, (0.85 sigma)^2) are decoded by MoFlow's differentiable reverse pass, embedded by
+MoMu's GIN + projection head, and updated by Adam (lr 0.1, StepLR 400 / 0.1) on loss = -cos(g, t) / 0.1 for 500
+steps; each final z is decoded with MoFlow's valency correction. The seeds run as one batch: the loss is a sum of
+per-seed terms, both models are in eval mode and Adam is elementwise, so this equals independent runs.
+
+The GIN runs densely on the decoded matrices: node i's embedding is sum_t p_it * E_atom[Z_t - 1] + E_chirality[0]
+(p: softmax over the 9 real atom types of the decoded atom row), and a GIN layer aggregates
+x_i + loop + sum_j w_ij x_j + sum_{c<3} sum_j P_c[i,j] E_bond[c] + (sum_j w_ij) E_second[0], with w_ij = sum_c P_c[i,j],
+which is MoMu's sparse GINConv when P is one-hot. Atoms whose argmax is the virtual type are absent.
+- momu-exact: P is the decoded one-hot (kekulized) bond skeleton, as the released code rebuilt the graph with RDKit
+  from the argmax: no aromatic bonds reach the GIN, and only the atom part of z receives gradient;
+- soft-bond: P are MoFlow's bond probabilities (softmax of the reversed bond tensor) for single/double/triple;
+  the no-bond channel only lowers w_ij (it is never fed to MoMu's bond row 3, which means aromatic).
+Our reading of the unpublished patched reverse: atom probabilities are a softmax over the real types of the
+decoded atom matrix; the released script's exact atom-feature mapping is not public.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+
+from momu.generate.moflow.config import MoFlowOptimiseConfig
+from momu.generate.moflow.model import MoFlow
+
+
+# -- MoMu's GIN on dense, possibly soft graphs ------------------------------------------------------------------
+
+def dense_graph_embedding(momu, atom_probs: torch.Tensor, node_mask: torch.Tensor, bond_probs: torch.Tensor,
+                          atomic_numbers: list[int]) -> torch.Tensor:
+    """MoMu's normalised graph embedding [B, proj] of dense graphs: atom_probs [B, N, T-1] over the real atom types,
+    node_mask [B, N] (bool), bond_probs [B, 3, N, N] (single, double, triple; symmetric). Mean pool over present
+    atoms (an empty graph gives NaN)."""
+    gin = momu.graph_encoder.gin
+    mask = node_mask.to(atom_probs.dtype)
+    rows = torch.tensor([z - 1 for z in atomic_numbers[:-1]], device=atom_probs.device)
+    h = atom_probs @ gin.x_embedding1.weight[rows] + gin.x_embedding2.weight[0]
+    pair = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(mask.shape[1], device=mask.device))
+    p = bond_probs * pair[:, None]
+    weight = p.sum(1)  # w_ij: probability that i and j are bonded
+    degree = weight.sum(2, keepdim=True)  # [B, N, 1]
+    layers = []
+    for i, (conv, bn) in enumerate(zip(gin.gnns, gin.batch_norms)):
+        e1, e2 = conv.edge_embedding1.weight, conv.edge_embedding2.weight
+        loop = e1[conv.self_loop_bond_type] + e2[0]
+        bond_terms = torch.einsum("bcij,cd->bid", p, e1[:3])
+        aggregated = h + loop + weight @ h + bond_terms + degree * e2[0]
+        out = conv.mlp(aggregated)
+        out = bn(out.reshape(-1, out.shape[-1])).reshape(out.shape)
+        if i < gin.num_layers - 1:
+            out = torch.relu(out)
+        h = F.dropout(out, gin.dropout, training=gin.training)
+        layers.append(h)
+    if gin.jk == "last":
+        h = layers[-1]
+    elif gin.jk == "concat":
+        h = torch.cat(layers, -1)
+    else:
+        stacked = torch.stack(layers)
+        h = stacked.sum(0) if gin.jk == "sum" else stacked.max(0).values
+    pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    return F.normalize(momu.graph_proj(pooled), dim=-1)
+
+
+def decoded_graph(flow: MoFlow, z: torch.Tensor, mode: str, bonds: Optional[torch.Tensor] = None):
+    """MoFlow's differentiable reverse -> (atom_probs [B, N, T-1], node_mask [B, N], bond_probs [B, 3, N, N]).
+    `bonds`: a fixed decoded one-hot bond tensor (momu-exact, where it cannot change)."""
+    probs = None
+    if bonds is None:
+        bonds, atoms, probs = flow.reverse(z, return_bond_probs=True)
+    else:
+        _, atoms = flow.reverse(z, bonds=bonds)
+    node_mask = atoms.argmax(-1) != flow.config.num_atom_types - 1
+    atom_probs = atoms[..., :-1].softmax(-1)
+    bond_probs = bonds[:, :3] if mode == "momu-exact" else probs[:, :3]
+    return atom_probs, node_mask, bond_probs
+
+
+# -- the optimisation -------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SeedResult:
+    seed: int
+    smiles: Optional[str]  # corrected (or plain) decoded molecule; None if invalid
+    valid_without_correction: bool
+    cosine: Optional[float]  # MoMu cosine of `smiles` featurized as usual (RDKit, aromatic): the reported number
+    optimised_cosine: float  # the last cosine the GIN saw during optimisation (decoded graph, this mode)
+    steps: int
+    stopped_by: str  # "steps", "nan", "empty graph"
+
+
+def initial_latents(flow: MoFlow, config: MoFlowOptimiseConfig, seeds: list[int]) -> torch.Tensor:
+    """One z per seed, each from its own generator keyed by (config.seed, seed): batching changes no seed's start."""
+    import numpy as np
+
+    return torch.cat([flow.sample_z(1, config.temperature, generator=torch.Generator().manual_seed(
+        int(np.random.SeedSequence([config.seed, s]).generate_state(1)[0]))) for s in seeds])
+
+
+def optimise_latents(flow: MoFlow, momu, text_embedding: torch.Tensor, config: MoFlowOptimiseConfig,
+                     seeds: Optional[list[int]] = None, history: Optional[list] = None):
+    """Optimise one latent per seed (batched). Returns (final z [S, latent], per-seed steps taken, stop reasons,
+    cosines at the final z). `history`, if given, receives the mean cosine of the active seeds at each step."""
+    seeds = list(range(config.seeds)) if seeds is None else seeds
+    with _frozen(flow, momu):
+        return _optimise(flow, momu, text_embedding, config, seeds, history)
+
+
+@contextlib.contextmanager
+def _frozen(*modules):
+    """Eval mode and no parameter gradients for the duration; restored afterwards (the models may be shared)."""
+    saved = [(m, m.training, [(p, p.requires_grad) for p in m.parameters()]) for m in modules]
+    for m in modules:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, training, flags in saved:
+            m.train(training)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+
+def _optimise(flow, momu, text_embedding, config, seeds, history):
+    device = flow.ln_var.device
+    text = F.normalize(text_embedding.reshape(1, -1).float().to(device), dim=-1)
+    z = initial_latents(flow, config, seeds).to(device).requires_grad_(True)
+    fixed_bonds = None
+    if config.mode == "momu-exact":  # the bond part gets no gradient: decode its skeleton once
+        with torch.no_grad():
+            fixed_bonds = flow.reverse(z)[0]
+    optimizer = torch.optim.Adam([z], lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    n = len(seeds)
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    steps = torch.zeros(n, dtype=torch.long)
+    reasons = ["steps"] * n
+    last_cos = torch.full((n,), float("nan"))
+    kept = z.detach().clone()
+    for step in range(config.steps + 1):  # the last pass only measures the final z
+        atom_probs, node_mask, bond_probs = decoded_graph(flow, z, config.mode, fixed_bonds)
+        empty = node_mask.sum(1) == 0
+        g = dense_graph_embedding(momu, atom_probs, node_mask.masked_fill(empty[:, None], True), bond_probs,
+                                  flow.config.atomic_numbers)
+        cos = (g @ text.T).squeeze(1)
+        bad = (~torch.isfinite(cos)) | empty
+        for i in torch.nonzero(bad & active).flatten().tolist():  # stop this seed, keep its last good z
+            active[i] = False
+            reasons[i] = "empty graph" if empty[i] else "nan"
+        if not active.any():
+            break
+        on = active.cpu()
+        last_cos[on] = cos.detach().cpu()[on]
+        if history is not None:
+            history.append(float(cos.detach()[active].mean()))
+        if step == config.steps:
+            break
+        loss = -(cos[active] / config.loss_temperature).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        kept[active] = z.detach()[active]
+        optimizer.step()
+        scheduler.step()
+        with torch.no_grad():  # stopped seeds stay where they stopped (Adam's momentum would move them)
+            z[~active] = kept[~active]
+        steps[on] += 1
+    return z.detach(), steps.tolist(), reasons, last_cos.tolist()
+
+
+def generate_from_text(flow: MoFlow, momu, text: str, config: MoFlowOptimiseConfig,
+                       seeds: Optional[list[int]] = None) -> list[SeedResult]:
+    """The whole procedure for one prompt: optimise, decode each seed's final z (with MoFlow's correction unless
+    config.correct is off) and score the decoded molecule with MoMu as an ordinary molecule."""
+    from rdkit import Chem
+
+    from momu.chem.featurize import MolGraph, featurize_smiles
+    from momu.generate.moflow.correction import corrected, valid_without_correction
+    from momu.generate.moflow.sample import canonical_smiles, decode
+
+    seeds = list(range(config.seeds)) if seeds is None else seeds
+    text_emb = momu.embed_texts([text])[0]
+    z, steps, reasons, last_cos = optimise_latents(flow, momu, text_emb, config, seeds)
+    raw = decode(flow, z)
+    results = []
+    for seed, mol, n_steps, reason, cos in zip(seeds, raw, steps, reasons, last_cos):
+        plain = valid_without_correction(Chem.RWMol(mol))
+        final = corrected(Chem.RWMol(mol)) if config.correct else plain
+        smiles = canonical_smiles(final)
+        score = None
+        graph = featurize_smiles(smiles) if smiles else None
+        if isinstance(graph, MolGraph):
+            score = float(momu.embed_graphs([graph])[0].float() @ text_emb.float().to(momu.device))
+        results.append(SeedResult(seed, smiles, plain is not None, score,
+                                  cos if math.isfinite(cos) else float("nan"), n_steps, reason))
+    return results
+
+
+def summarise(results: list[SeedResult], train_smiles: Optional[set] = None) -> dict:
+    """One prompt's outcome over its seeds: validity (as decoded: with correction unless it was off), validity
+    without correction, uniqueness, novelty (with train_smiles), final MoMu cosine (mean, best) and stop reasons."""
+    n = len(results)
+    valid = [r for r in results if r.smiles]
+    unique = {r.smiles for r in valid}
+    cosines = [r.cosine for r in valid if r.cosine is not None]
+    out = {"seeds": n, "validity": len(valid) / n,
+           "validity_without_correction": sum(r.valid_without_correction for r in results) / n,
+           "uniqueness": len(unique) / len(valid) if valid else 0.0,
+           "mean_cosine": sum(cosines) / len(cosines) if cosines else None,
+           "best_cosine": max(cosines) if cosines else None,
+           "best_smiles": max(valid, key=lambda r: r.cosine if r.cosine is not None else -2).smiles if valid else None,
+           "stopped_by": {k: sum(r.stopped_by == k for r in results) for k in {r.stopped_by for r in results}}}
+    if train_smiles is not None:
+        out["novelty"] = len(unique - set(train_smiles)) / len(unique) if unique else 0.0
+    return out
