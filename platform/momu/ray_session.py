@@ -72,3 +72,57 @@ def resume_checkpoint_dir(resume: Optional[str], checkpoint_file: str) -> Option
     if not checkpoints:
         raise FileNotFoundError(f"resume: no {checkpoint_file} in {path} or its checkpoint_* folders")
     return str(checkpoints[-1].parent)
+
+
+def make_torch_trainer(train_func, loop_config: dict, scaling, run_name: str, storage_path: str, max_failures: int,
+                       checkpoints_to_keep: int, datasets: Optional[dict] = None):
+    """A TorchTrainer as every training job here builds one: `scaling` (a ScalingSection) -> workers, resources
+    and placement; checkpoints under storage_path/run_name; quiet Ray Train logging unless --verbose. Datasets
+    are passed whole (each job splits them itself)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker or 1.0
+    extra = {}
+    if datasets:
+        extra = {"datasets": datasets, "dataset_config": ray.train.DataConfig(datasets_to_split=[])}
+    return TorchTrainer(
+        train_func, train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                               resources_per_worker=resources,
+                                               placement_strategy=scaling.placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=checkpoints_to_keep),
+            **train_logging_config()),
+        **extra)
+
+
+def storage_path_for(path: str) -> str:
+    """Ray Train wants an absolute local path (or a URI)."""
+    if "://" in path:
+        return path
+    from pathlib import Path
+
+    return str(Path(path).resolve())
+
+
+def load_train_checkpoint(loop_config: dict, checkpoint_file: str) -> Optional[dict]:
+    """Inside a train worker: the state saved in this run's latest checkpoint (a FailureConfig restart), else in
+    loop_config["resume_from"] (`--resume`; Ray Train V2 dropped resume_from_checkpoint for this pattern), else
+    None."""
+    import ray.train
+    import torch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+    if checkpoint is None:
+        return None
+    from pathlib import Path
+
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / checkpoint_file, map_location="cpu", weights_only=True)

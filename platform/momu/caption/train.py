@@ -19,7 +19,8 @@ import torch
 
 from momu.caption.config import CaptionTrainConfig
 from momu.job_output import ProgressLine, configure_job_output, verbose
-from momu.ray_session import init_ray_if_needed, resume_checkpoint_dir, train_logging_config
+from momu.ray_session import (init_ray_if_needed, load_train_checkpoint, make_torch_trainer,
+                               resume_checkpoint_dir, storage_path_for)
 
 CHECKPOINT_FILE = "train_state.pt"
 
@@ -84,12 +85,8 @@ def train_func(loop_config: dict) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0}
     best = {"value": None, "step": -1, "model": None}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    saved = load_train_checkpoint(loop_config, CHECKPOINT_FILE)
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state.update(saved["state"], restored_from_step=saved["state"]["step"])
@@ -226,8 +223,6 @@ def validation_metrics(model, data, caption_ids, vocab_tokens, vocab_file, cfg: 
 def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, log=print) -> dict:
     """Build the data, train on Ray Train, export the captioner; returns a summary (paths, metrics, data)."""
     import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
     from momu.caption import pool as P
     from momu.caption.decoder import CaptionVocab
@@ -238,7 +233,7 @@ def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, lo
 
     resume_from = resume_checkpoint_dir(cfg.resume, CHECKPOINT_FILE)
     run_name = cfg.run_name or f"caption-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
+    storage = storage_path_for(cfg.storage_path)
     run_dir = Path(storage) / run_name
     export_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "captioner"
     if (export_dir / "captioner.json").exists():
@@ -261,9 +256,6 @@ def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, lo
     init_ray_if_needed()
     data_ref = ray.put({"data": data, "caption_ids": caption_ids, "vocab_tokens": vocab.tokens,
                         "vocab_file": vocab_file})
-    resources = {"CPU": cfg.scaling.cpus_per_worker}
-    if cfg.scaling.use_gpu:
-        resources["GPU"] = cfg.scaling.gpus_per_worker or 1.0
     run_id = tracking_uri = None
     mlflow_ctx = _null()
     if log_to_mlflow:
@@ -277,18 +269,10 @@ def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, lo
         if run is not None:
             run_id = run.info.run_id
             mlflow.log_dict(summary, "data_summary.json")
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={"config": cfg.model_dump(mode="json"), "data_ref": data_ref, "resume_from": resume_from,
-                               "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri},
-            scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources,
-                                                   placement_strategy=cfg.scaling.placement_strategy),
-            run_config=ray.train.RunConfig(
-                name=run_name, storage_path=storage,
-                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                **train_logging_config()))
+        trainer = make_torch_trainer(
+            train_func, {"config": cfg.model_dump(mode="json"), "data_ref": data_ref, "resume_from": resume_from,
+                         "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri},
+            cfg.scaling, run_name, storage, cfg.max_failures, cfg.checkpoints_to_keep)
         result = trainer.fit()
         metrics = dict(result.metrics or {})
         if result.checkpoint is None:

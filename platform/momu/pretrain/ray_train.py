@@ -20,7 +20,8 @@ import torch
 
 from momu.pretrain.config import PretrainConfig
 from momu.job_output import ProgressLine, configure_job_output, verbose
-from momu.ray_session import init_ray_if_needed, resume_checkpoint_dir, train_logging_config
+from momu.ray_session import (init_ray_if_needed, load_train_checkpoint, make_torch_trainer,
+                               resume_checkpoint_dir, storage_path_for)
 from momu.tracking import MetricsLogger
 
 CHECKPOINT_FILE = "train_state.pt"
@@ -120,14 +121,8 @@ def train_func(loop_config: dict) -> None:
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0}
     # select_best: the best validation so far and its weights (kept in every checkpoint, so resuming keeps it).
     best = {"value": float("-inf"), "step": -1, "model": None}
-    # A restart within this run (FailureConfig) resumes from the run's latest checkpoint; otherwise an explicit
-    # --resume path (Ray Train V2 dropped resume_from_checkpoint in favour of this pattern).
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    saved = load_train_checkpoint(loop_config, CHECKPOINT_FILE)
+    if saved:
         missing, unexpected = model.load_state_dict(saved["model"], strict=False)
         if unexpected or any(not k.startswith("text_encoder.") for k in missing):
             raise RuntimeError(f"checkpoint does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -381,9 +376,8 @@ class PretrainResult:
 
 def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_mlflow: bool = True,
                  progress: bool = True) -> PretrainResult:
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
+    resume_from = resume_checkpoint_dir(cfg.resume, CHECKPOINT_FILE)  # a bad path fails before any work
     init_ray_if_needed()
     text_mode = cfg.resolved_text_mode()
     n = cfg.scaling.num_workers
@@ -405,10 +399,7 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
     if progress:
         print(f"data: {json.dumps(data.summary)}")
     run_name = cfg.run_name or f"{cfg.objective}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
-    resources = {"CPU": cfg.scaling.cpus_per_worker}
-    if cfg.scaling.use_gpu:
-        resources["GPU"] = cfg.scaling.gpus_per_worker or 1.0
+    storage = storage_path_for(cfg.storage_path)
 
     mlflow_ctx, run_id, tracking_uri = _start_mlflow(cfg, run_name, data.summary, text_mode) if log_to_mlflow \
         else (_nullcontext(), None, None)
@@ -418,24 +409,14 @@ def run_pretrain(cfg: PretrainConfig, output_dir: Optional[str] = None, log_to_m
         ds.context.enable_progress_bars = verbose()
         ds.context.print_on_execution_start = verbose()
     with mlflow_ctx:
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={"config": cfg.model_dump(mode="json"), "text_mode": text_mode,
-                               "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
-                               "resume_from": resume_checkpoint_dir(cfg.resume, CHECKPOINT_FILE),
-                               "train_rows_per_worker": data.summary["train_rows_per_worker"],
-                               "init_from_dir": str(init_dir) if init_dir else None},
-            scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources,
-                                                   placement_strategy=cfg.scaling.placement_strategy),
-            run_config=ray.train.RunConfig(
-                name=run_name, storage_path=storage,
-                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                **train_logging_config()),
-            datasets={**{f"train_{i}": split for i, split in enumerate(data.train_splits)}, "val": data.val},
-            dataset_config=ray.train.DataConfig(datasets_to_split=[]),
-        )
+        trainer = make_torch_trainer(
+            train_func, {"config": cfg.model_dump(mode="json"), "text_mode": text_mode,
+                         "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
+                         "resume_from": resume_from,
+                         "train_rows_per_worker": data.summary["train_rows_per_worker"],
+                         "init_from_dir": str(init_dir) if init_dir else None},
+            cfg.scaling, run_name, storage, cfg.max_failures, cfg.checkpoints_to_keep,
+            datasets={**{f"train_{i}": split for i, split in enumerate(data.train_splits)}, "val": data.val})
         result = trainer.fit()
         metrics = dict(result.metrics or {})
         checkpoint_path = result.checkpoint.path if result.checkpoint else None

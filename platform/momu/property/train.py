@@ -41,7 +41,7 @@ from momu.property.metrics import (
     multitask_rmse,
     multitask_roc_auc,
 )
-from momu.property.model import PropertyModel, build_property_model, save_property_model
+from momu.property.model import build_property_model, save_property_model
 
 CACHE_FORMAT_VERSION = 1
 MAX_REJECT_EXAMPLES = 20
@@ -469,7 +469,7 @@ def finetune_property(config: PropertyFinetuneConfig, data: Optional[PropertyDat
     valid_scores0, _ = trainer.score("valid")
     select_by = metric if valid_scores0.num_scored else "loss"
     if progress and select_by == "loss":
-        print(f"warning: no validation task has both classes; selecting the best epoch by validation loss")
+        print("warning: no validation task has both classes; selecting the best epoch by validation loss")
     data.split.save(output_dir / "split.json", ids=data.ids)
 
     run_ctx = _mlflow_context(config, log_to_mlflow, parent_run_id, run_name, tags, data, trainer.init_info)

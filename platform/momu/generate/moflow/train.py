@@ -26,7 +26,9 @@ from momu.generate.moflow.config import MoFlowTrainConfig
 from momu.generate.moflow.data import encode_smiles, read_zinc250k, to_dense
 from momu.generate.moflow.model import MoFlow, count_parameters, save_moflow
 from momu.job_output import ProgressLine, configure_job_output, verbose
-from momu.pretrain.ray_train import CHECKPOINT_FILE, MetricsLogger, _resume_path, _train_logging
+from momu.pretrain.ray_train import CHECKPOINT_FILE
+from momu.ray_session import load_train_checkpoint, make_torch_trainer, resume_checkpoint_dir, storage_path_for
+from momu.tracking import MetricsLogger
 
 # -- data -------------------------------------------------------------------------------------------------------
 
@@ -147,12 +149,8 @@ def train_func(loop_config: dict) -> None:
     model = MoFlow(cfg.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "restored_from_step": 0, "skipped_steps": 0}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    saved = load_train_checkpoint(loop_config, CHECKPOINT_FILE)
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state.update(saved["state"])
@@ -288,11 +286,10 @@ def build_data(cfg: MoFlowTrainConfig, num_workers: int):
 
 def run_moflow_training(cfg: MoFlowTrainConfig, log_to_mlflow: bool = True,
                         progress: bool = True) -> MoFlowTrainResult:
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
     from momu.ray_session import init_ray_if_needed
 
+    resume_from = resume_checkpoint_dir(cfg.resume, CHECKPOINT_FILE)  # a bad path fails before any work
     init_ray_if_needed()
     n = cfg.scaling.num_workers
     splits, held_lists, held_smiles, train_smiles, init_batch, summary = build_data(cfg, n)
@@ -301,10 +298,7 @@ def run_moflow_training(cfg: MoFlowTrainConfig, log_to_mlflow: bool = True,
     if progress:
         print(f"data: {json.dumps(summary)}")
     run_name = cfg.run_name or f"moflow-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = cfg.storage_path if "://" in cfg.storage_path else str(Path(cfg.storage_path).resolve())
-    resources = {"CPU": cfg.scaling.cpus_per_worker}
-    if cfg.scaling.use_gpu:
-        resources["GPU"] = cfg.scaling.gpus_per_worker or 1.0
+    storage = storage_path_for(cfg.storage_path)
     for ds in splits:
         ds.context.enable_progress_bars = verbose()
         ds.context.print_on_execution_start = verbose()
@@ -321,22 +315,12 @@ def run_moflow_training(cfg: MoFlowTrainConfig, log_to_mlflow: bool = True,
 
             run_id = run.info.run_id
             mlflow.log_dict(summary, "data_summary.json")
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={"config": cfg.model_dump(mode="json"), "init_batch": init_batch,
-                               "heldout": held_lists, "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
-                               "resume_from": _resume_path(cfg.resume)},
-            scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources,
-                                                   placement_strategy=cfg.scaling.placement_strategy),
-            run_config=ray.train.RunConfig(
-                name=run_name, storage_path=storage,
-                failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                **_train_logging()),
-            datasets={f"train_{i}": split for i, split in enumerate(splits)},
-            dataset_config=ray.train.DataConfig(datasets_to_split=[]),
-        )
+        trainer = make_torch_trainer(
+            train_func, {"config": cfg.model_dump(mode="json"), "init_batch": init_batch, "heldout": held_lists,
+                         "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
+                         "resume_from": resume_from},
+            cfg.scaling, run_name, storage, cfg.max_failures, cfg.checkpoints_to_keep,
+            datasets={f"train_{i}": split for i, split in enumerate(splits)})
         result = trainer.fit()
         metrics = dict(result.metrics or {})
         checkpoint_path = result.checkpoint.path if result.checkpoint else None
