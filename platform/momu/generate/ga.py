@@ -33,25 +33,35 @@ _QUIET.setLevel(logging.WARNING)
 def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], start: list[str],
             config: GenerateConfig, rng: random.Random, eval_budget: int, deadline: float) -> tuple[int, str]:
     """Run mol-ga one generation at a time (its scoring cache carries over, so the population is never
-    re-embedded) until `eval_budget` new GIN evaluations or `deadline` is reached. Returns (generations, why)."""
+    re-embedded) until `eval_budget` new GIN evaluations or `deadline` is reached. Returns (generations, why).
+
+    Near the deadline a generation is cut to the new molecules the time left can score at the rate measured so
+    far (whole generations, operators included; before the first, the start population's scoring rate), so the
+    search ends about when the deadline falls instead of up to a whole generation after it. While time is
+    plentiful the cut never binds and the run is the same as with the evaluation budget alone."""
     base = fitness.evaluations
     cached = CachedBatchFunction(lambda smiles: [t if t > -math.inf else _FLOOR for t in objective(smiles)])
     population = set(start)
     generations, stalls = 0, 0
+    spent, scored = 0.0, 0  # wall time and new molecules of the generations run here
     while True:
         remaining = eval_budget - (fitness.evaluations - base)
+        now = time.perf_counter()
         if remaining <= 0:
             return generations, "evaluations"
-        if time.perf_counter() >= deadline:
+        if now >= deadline:
             return generations, "seconds"
         if generations >= config.max_generations:
             return generations, "max_generations"
         if stalls >= _STALL_GENERATIONS:
             return generations, "stalled"
+        per_molecule = spent / scored if scored else fitness.seconds_per_evaluation()
+        if per_molecule > 0:
+            remaining = min(remaining, max(1, int((deadline - now) / per_molecule)))
 
         def offspring(samples, n, gen_rng, parallel, remaining=remaining):
             kids = graph_ga_blended_generation(samples, n, gen_rng, parallel)
-            # Keep only as many never-scored molecules as the evaluation budget has left (a seeded choice).
+            # Keep only as many never-scored molecules as the budgets have left (a seeded choice).
             fresh = sorted(k for k in kids if k not in fitness.cache)
             gen_rng.shuffle(fresh)
             return (kids - set(fresh)) | set(fresh[:remaining])
@@ -64,6 +74,8 @@ def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], sta
         population = {s for _, s in result.population}
         generations += 1
         stalls = stalls + 1 if fitness.evaluations == before else 0
+        spent += time.perf_counter() - now
+        scored += fitness.evaluations - before
 
 
 def _summary(mode: str, text: str, config: GenerateConfig, fitness: Fitness, started: float, generations: int,
