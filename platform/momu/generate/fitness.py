@@ -148,6 +148,25 @@ class Fitness:
         return [self.cache[s] for s in smiles]
 
 
+def edit_input_problem(smiles: object, allowed_elements: Sequence[str]) -> Optional[str]:
+    """Why the editing mode cannot start from `smiles` (None: it can): not a SMILES string, unparseable, no
+    atoms, an element outside `allowed_elements`, or not featurizable. The checks of `Fitness.score`, said first."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return "no SMILES given"
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return f"{smiles!r} is not a valid SMILES (RDKit cannot parse it)"
+    if mol.GetNumAtoms() == 0:
+        return f"{smiles!r} has no atoms"
+    bad = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() > 1} - set(allowed_elements))
+    if bad:
+        return f"{smiles!r} contains {', '.join(bad)}, not among the allowed elements ({', '.join(allowed_elements)})"
+    graph = featurize_mol(mol)
+    if not isinstance(graph, MolGraph):
+        return f"{smiles!r} cannot be featurized ({graph.reason}: {graph.detail})"
+    return None
+
+
 def text_embedding(model, text: str):
     """The prompt's normalised MoMu text embedding [proj_dim]."""
     if not isinstance(text, str) or not text.strip():
