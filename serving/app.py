@@ -294,12 +294,23 @@ class MoMuAPI:
 
 # -- the builder --------------------------------------------------------------------------------------------------
 
+def _shipped_checkpoint(name: str) -> bool:
+    """A checkpoint shipped with the package (momu/checkpoints/<name>, e.g. momu-cpu), named without a path."""
+    import momu
+
+    return "/" not in name and (Path(momu.__file__).resolve().parent / "checkpoints" / name / "config.json").is_file()
+
+
 def resolve_path(path: Optional[str]) -> Optional[str]:
-    """Relative paths are relative to the repository root; URIs (models:/, s3://, ...) are kept as given."""
+    """Relative paths are relative to the repository root; URIs (models:/, s3://, ...) and the name of a shipped
+    checkpoint (momu-cpu, unless the repository holds a directory of that name) are kept as given."""
     if path is None or "://" in path or path.startswith("models:/"):
         return path
     p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (REPO_ROOT / p).resolve())
+    if p.is_absolute():
+        return str(p)
+    local = (REPO_ROOT / p).resolve()
+    return path if not local.exists() and _shipped_checkpoint(path) else str(local)
 
 
 DEPLOYMENTS = ("MoMuAPI", "Encoder", "Index", "Captioner")

@@ -51,7 +51,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     for field in ("model", "molecule_index", "text_index", "caption_pool"):
         value = getattr(config, field)
         local = resolve_path(value)
-        if value and "://" not in value and not value.startswith("models:/") and not Path(local).exists():
+        # resolve_path keeps URIs and shipped checkpoint names (momu-cpu) as given: only paths are checked here.
+        if value and Path(local).is_absolute() and not Path(local).exists():
             raise FileNotFoundError(f"{field}: {local} does not exist (give --{field} <path>"
                                     + (" or null)" if field != "model" else ")"))
 
