@@ -325,6 +325,12 @@ class Generator:
         self.model = load_momu(model_dir, map_location=device).eval()
         self.identity = model_identity(model, Path(model_dir))
         self.pool = load_pool(self.settings.pool, self.settings.exclude)
+        # Warm up (first calls of the text tower and the GIN are several times slower): the first request's
+        # budget then goes to the search.
+        from momu.generate.fitness import Fitness, text_embedding
+
+        Fitness(self.model, text_embedding(self.model, "warm-up"), generate_config(
+            self.settings, model, 1, 1.0)).score(self.pool[:8])
         log.info("Generator: %s %s on %s, %d pool molecules from %s, loaded in %.1fs", self.identity["name"],
                  self.identity["version"], device, len(self.pool), self.settings.pool, time.perf_counter() - started)
 

@@ -178,7 +178,9 @@ async function generateMolecules(event) {
       const caption = el("figcaption");
       const label = data.mode === "edit" ? `λ ${molecule.lambda}` : `#${molecule.rank}`;
       caption.appendChild(el("span", "rank", label));
-      caption.appendChild(el("span", "score", molecule.score.toFixed(3)));
+      const score = el("span", "score", molecule.score.toFixed(3));
+      score.title = "score: MoMu cosine + 0.3 QED - 0.3 (SA-1)/9 - size penalty";
+      caption.appendChild(score);
       caption.appendChild(el("span", "mol-id", `cosine ${molecule.cosine.toFixed(3)}`));
       if (data.mode === "edit") caption.appendChild(el("span", "mol-id", `Tanimoto ${molecule.tanimoto.toFixed(2)}`));
       else if (molecule.from_pool) caption.appendChild(el("span", "mol-id", "from the pool"));
@@ -188,7 +190,7 @@ async function generateMolecules(event) {
     }
     const what = data.mode === "edit" ? `best per lambda for editing ${data.edit}` : `${data.molecules.length} molecules`;
     status.textContent = `${what}: ${data.evaluations.toLocaleString()} evaluations in ${data.seconds.toFixed(1)} s ` +
-      `(budget ${data.budget_seconds} s, stopped by ${data.stopped_by}; ${data.method})`;
+      `(budget ${data.budget_seconds} s, stopped by ${data.stopped_by.split(",").join(", ")}; ${data.method})`;
   } catch (err) {
     results.replaceChildren();
     status.textContent = err.message;
