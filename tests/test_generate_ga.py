@@ -81,6 +81,14 @@ def test_stops_at_the_time_budget(small_model):
     assert 1.0 <= result["seconds"] < 10.0  # stops after the generation that crosses the deadline
 
 
+def test_the_time_budget_also_cuts_the_start_population(small_model):
+    # Scoring 64 pool molecules takes longer than 10 ms: the first chunk is all the search gets.
+    result = generate(small_model, TEXT, tiny(budget_evaluations=1000, budget_seconds=0.01,
+                                              pool={"path": POOL, "exclude": [TEST_SLICE], "sample": 300}))
+    assert result["pool_scored"] == 64 < result["pool_drawn"] and result["evaluations"] <= 64
+    assert result["generations"] == 0 and result["stopped_by"] == "seconds" and len(result["results"]) == 10
+
+
 def test_deterministic_given_a_seed(small_model):
     a = generate(small_model, TEXT, tiny(seed=3))
     b = generate(small_model, TEXT, tiny(seed=3))

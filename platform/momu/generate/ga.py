@@ -26,6 +26,7 @@ from momu.generate.pool import load_pool
 # mol-ga's quantile sampling needs finite scores: inside the GA an unscorable molecule (-inf) gets this floor.
 _FLOOR = -1e9
 _STALL_GENERATIONS = 5  # generations in a row without one new molecule -> the search is stuck
+_START_CHUNK = 64  # pool molecules scored per call while picking the start population (the budget is checked between)
 _QUIET = logging.getLogger("momu.generate.ga.mol_ga")
 _QUIET.setLevel(logging.WARNING)
 
@@ -93,8 +94,9 @@ def generate(model, text: str, config: GenerateConfig, pool: Optional[list[str]]
     """Text -> the `config.n` best molecules found (ranked by total score, with cosine/QED/SA parts).
 
     Start population: `config.pool.sample` molecules drawn from the pool (never ChEBI-20 test molecules by
-    default), scored (these count as evaluations), and the `population_size` nearest to the text by cosine
-    (`pool.retrieval`) or best by total. `pool` overrides reading `config.pool.path`."""
+    default), scored (these count as evaluations; in chunks, stopping early if the time budget runs out), and the
+    `population_size` nearest to the text by cosine (`pool.retrieval`) or best by total. `pool` overrides reading
+    `config.pool.path`."""
     started = time.perf_counter()
     rng = random.Random(config.seed)
     fitness = Fitness(model, text_embedding(model, text), config)
@@ -105,21 +107,27 @@ def generate(model, text: str, config: GenerateConfig, pool: Optional[list[str]]
         drawn = sorted(set(pool))
         rng.shuffle(drawn)
         drawn = drawn[:sample]
-    scored = [s for s in fitness.score(drawn) if s.total > -math.inf]
+    # Scored in chunks: when the time budget runs out here (a slow machine, a large pool.sample), the search
+    # starts from, and ends with, what was scored so far.
+    deadline = started + config.budget_seconds
+    scored, seen = [], 0
+    while seen < len(drawn) and (seen == 0 or time.perf_counter() < deadline):
+        chunk = drawn[seen:seen + _START_CHUNK]
+        scored += [s for s in fitness.score(chunk) if s.total > -math.inf]
+        seen += len(chunk)
     if not scored:
-        raise ValueError(f"pool.path: none of the {len(drawn)} drawn molecules passes the priors (elements, "
+        raise ValueError(f"pool.path: none of the {seen} drawn molecules scored passes the priors (elements, "
                          "featurization)")
     key = (lambda s: s.cosine) if config.pool.retrieval else (lambda s: s.total)
     start = [s.smiles for s in sorted(scored, key=lambda s: (-key(s), s.smiles))[:config.population_size]]
     generations, stopped_by = _evolve(fitness, lambda smiles: [r.total for r in fitness.score(smiles)], start,
-                                      config, rng, config.budget_evaluations - fitness.evaluations,
-                                      started + config.budget_seconds)
+                                      config, rng, config.budget_evaluations - fitness.evaluations, deadline)
     in_pool = set(drawn)
     ranked = sorted((r for r in fitness.cache.values() if r.total > -math.inf), key=lambda r: (-r.total, r.smiles))
     results = [{"rank": i + 1, **r.as_dict(), "from_pool": r.smiles in in_pool}
                for i, r in enumerate(ranked[:config.n])]
     return _summary("generate", text, config, fitness, started, generations, stopped_by, results,
-                    pool_drawn=len(drawn), start_population=len(start))
+                    pool_drawn=len(drawn), pool_scored=seen, start_population=len(start))
 
 
 def _mutations(source: str, count: int, rng: random.Random) -> list[str]:
