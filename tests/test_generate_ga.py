@@ -82,10 +82,10 @@ def test_stops_at_the_time_budget(small_model):
 
 
 def test_the_time_budget_also_cuts_the_start_population(small_model):
-    # Scoring 64 pool molecules takes longer than 10 ms: the first chunk is all the search gets.
+    # Scoring 32 pool molecules takes longer than 10 ms: the first chunk is all the search gets.
     result = generate(small_model, TEXT, tiny(budget_evaluations=1000, budget_seconds=0.01,
                                               pool={"path": POOL, "exclude": [TEST_SLICE], "sample": 300}))
-    assert result["pool_scored"] == 64 < result["pool_drawn"] and result["evaluations"] <= 64
+    assert result["pool_scored"] == 32 < result["pool_drawn"] and result["evaluations"] <= 32
     assert result["generations"] == 0 and result["stopped_by"] == "seconds" and len(result["results"]) == 10
 
 

@@ -26,7 +26,7 @@ from momu.generate.pool import load_pool
 # mol-ga's quantile sampling needs finite scores: inside the GA an unscorable molecule (-inf) gets this floor.
 _FLOOR = -1e9
 _STALL_GENERATIONS = 5  # generations in a row without one new molecule -> the search is stuck
-_START_CHUNK = 64  # pool molecules scored per call while picking the start population (the budget is checked between)
+_START_CHUNK = 32  # pool molecules scored per call while picking the start population (the budget is checked between)
 _QUIET = logging.getLogger("momu.generate.ga.mol_ga")
 _QUIET.setLevel(logging.WARNING)
 
