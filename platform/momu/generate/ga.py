@@ -26,7 +26,10 @@ from momu.generate.pool import load_pool
 # mol-ga's quantile sampling needs finite scores: inside the GA an unscorable molecule (-inf) gets this floor.
 _FLOOR = -1e9
 _STALL_GENERATIONS = 5  # generations in a row without one new molecule -> the search is stuck
-_START_CHUNK = 32  # pool molecules scored per call while picking the start population (the budget is checked between)
+# Pool molecules scored per call while picking the start population (the time budget is checked between calls):
+# a first small chunk measures the scoring rate, the next ones fit the time left, at most _START_CHUNK.
+_FIRST_CHUNK = 8
+_START_CHUNK = 64
 _QUIET = logging.getLogger("momu.generate.ga.mol_ga")
 _QUIET.setLevel(logging.WARNING)
 
@@ -36,15 +39,15 @@ def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], sta
     """Run mol-ga one generation at a time (its scoring cache carries over, so the population is never
     re-embedded) until `eval_budget` new GIN evaluations or `deadline` is reached. Returns (generations, why).
 
-    Near the deadline a generation is cut to the new molecules the time left can score at the rate measured so
-    far (whole generations, operators included; before the first, the start population's scoring rate), so the
-    search ends about when the deadline falls instead of up to a whole generation after it. While time is
-    plentiful the cut never binds and the run is the same as with the evaluation budget alone."""
+    Near the deadline a generation is cut to the new molecules the time left can score, from the measured scoring
+    time per molecule and the generations' own time (operators, selection); when not even one more molecule fits,
+    the search ends there. So it ends about when the deadline falls instead of up to a whole generation after it.
+    While time is plentiful the cut never binds and the run is the same as with the evaluation budget alone."""
     base = fitness.evaluations
     cached = CachedBatchFunction(lambda smiles: [t if t > -math.inf else _FLOOR for t in objective(smiles)])
     population = set(start)
     generations, stalls = 0, 0
-    spent, scored = 0.0, 0  # wall time and new molecules of the generations run here
+    overhead = 0.0  # wall time of the generations run here, less their scoring time
     while True:
         remaining = eval_budget - (fitness.evaluations - base)
         now = time.perf_counter()
@@ -56,9 +59,13 @@ def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], sta
             return generations, "max_generations"
         if stalls >= _STALL_GENERATIONS:
             return generations, "stalled"
-        per_molecule = spent / scored if scored else fitness.seconds_per_evaluation()
+        per_molecule = fitness.seconds_per_evaluation()
         if per_molecule > 0:
-            remaining = min(remaining, max(1, int((deadline - now) / per_molecule)))
+            per_generation = overhead / generations if generations else 0.0
+            affordable = int((deadline - now - per_generation) / per_molecule)
+            if affordable < 1:
+                return generations, "seconds"
+            remaining = min(remaining, affordable)
 
         def offspring(samples, n, gen_rng, parallel, remaining=remaining):
             kids = graph_ga_blended_generation(samples, n, gen_rng, parallel)
@@ -67,7 +74,7 @@ def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], sta
             gen_rng.shuffle(fresh)
             return (kids - set(fresh)) | set(fresh[:remaining])
 
-        before = fitness.evaluations
+        before, scoring = fitness.evaluations, fitness.seconds
         result = run_ga_maximization(
             scoring_func=cached, starting_population_smiles=population, sampling_func=uniform_quantile_sampling,
             offspring_gen_func=offspring, selection_func=heapq.nlargest, max_generations=1,
@@ -75,8 +82,7 @@ def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], sta
         population = {s for _, s in result.population}
         generations += 1
         stalls = stalls + 1 if fitness.evaluations == before else 0
-        spent += time.perf_counter() - now
-        scored += fitness.evaluations - before
+        overhead += (time.perf_counter() - now) - (fitness.seconds - scoring)
 
 
 def _summary(mode: str, text: str, config: GenerateConfig, fitness: Fitness, started: float, generations: int,
@@ -94,7 +100,7 @@ def generate(model, text: str, config: GenerateConfig, pool: Optional[list[str]]
     """Text -> the `config.n` best molecules found (ranked by total score, with cosine/QED/SA parts).
 
     Start population: `config.pool.sample` molecules drawn from the pool (never ChEBI-20 test molecules by
-    default), scored (these count as evaluations; in chunks, stopping early if the time budget runs out), and the
+    default), scored (these count as evaluations; in chunks that stop at the time budget), and the
     `population_size` nearest to the text by cosine (`pool.retrieval`) or best by total. `pool` overrides reading
     `config.pool.path`."""
     started = time.perf_counter()
@@ -107,14 +113,19 @@ def generate(model, text: str, config: GenerateConfig, pool: Optional[list[str]]
         drawn = sorted(set(pool))
         rng.shuffle(drawn)
         drawn = drawn[:sample]
-    # Scored in chunks: when the time budget runs out here (a slow machine, a large pool.sample), the search
-    # starts from, and ends with, what was scored so far.
+    # Scored in chunks sized to the time left at the measured rate (the first, small, measures it): when the time
+    # budget runs out here (a slow machine, a large pool.sample), the search starts from, and ends with, what was
+    # scored so far.
     deadline = started + config.budget_seconds
-    scored, seen = [], 0
-    while seen < len(drawn) and (seen == 0 or time.perf_counter() < deadline):
-        chunk = drawn[seen:seen + _START_CHUNK]
+    scored, seen, size = [], 0, _FIRST_CHUNK
+    while seen < len(drawn):
+        chunk = drawn[seen:seen + size]
         scored += [s for s in fitness.score(chunk) if s.total > -math.inf]
         seen += len(chunk)
+        left, per_molecule = deadline - time.perf_counter(), fitness.seconds_per_evaluation()
+        if left <= 0:
+            break
+        size = max(1, min(_START_CHUNK, int(left / per_molecule))) if per_molecule > 0 else _START_CHUNK
     if not scored:
         raise ValueError(f"pool.path: none of the {seen} drawn molecules scored passes the priors (elements, "
                          "featurization)")
