@@ -5,8 +5,8 @@ Prompt files: `.txt` (every line is one prompt, ids are line numbers), or `.csv`
 with a `text` column and optional `id` (default: the row number) and `edit` (a SMILES: editing mode for that row)
 columns. Each prompt runs `momu.generate.ga.generate` (or `edit`) with the job's GenerateConfig, so its budget is
 `budget_seconds` / `budget_evaluations` per prompt and a prompt's molecules are those `momu generate --text` finds
-with the same config and seed. A task loads the model once per Ray worker process and keeps it for the next
-prompts that worker runs.
+with the same config and seed. A task loads the model once per Ray worker process (warmed up, with the pool files
+read, outside any prompt's budget) and keeps it for the next prompts that worker runs.
 
 Output rows (OUTPUT_SCHEMA): per answered prompt, one row per molecule (`rank` 1..n; editing: one per lambda, in
 sweep order, with `lambda` and `tanimoto`); per failed prompt one row with status `failed`, a `reason` of
@@ -150,8 +150,12 @@ def check_prompt(prompt: Prompt, config: GenerateConfig) -> Optional[tuple[str, 
 _MODELS: dict = {}  # per worker process: model source -> loaded MoMu
 
 
-def _model(source: str):
-    if source not in _MODELS:
+def _model(config: GenerateConfig):
+    """The worker's model, loaded and warmed up once: the towers' first calls, and reading the pool and exclude
+    files (cached per process), cost seconds that would otherwise come out of the first prompt's budget."""
+    if config.model not in _MODELS:
+        from momu.generate.fitness import Fitness, text_embedding
+        from momu.generate.pool import load_pool
         from momu.job_output import verbose
         from momu.models.loading import load_momu
 
@@ -159,8 +163,11 @@ def _model(source: str):
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        _MODELS[source] = load_momu(source)
-    return _MODELS[source]
+        model = load_momu(config.model)
+        Fitness(model, text_embedding(model, "warm-up"), config).score(
+            load_pool(config.pool.path, config.pool.exclude, sample=8))
+        _MODELS[config.model] = model
+    return _MODELS[config.model]
 
 
 def run_prompt(text: str, edit_smiles: Optional[str], config: dict, torch_threads: int = 1) -> dict:
@@ -174,7 +181,7 @@ def run_prompt(text: str, edit_smiles: Optional[str], config: dict, torch_thread
 
         torch.set_num_threads(max(1, int(torch_threads)))
         cfg = GenerateConfig.model_validate(config)
-        model = _model(cfg.model)
+        model = _model(cfg)
         result = edit(model, text, edit_smiles, cfg) if edit_smiles else generate(model, text, cfg)
         return {"status": "ok", "result": result}
     except Exception as err:  # the prompt fails; the job goes on
