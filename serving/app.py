@@ -405,7 +405,12 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
     # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
     captioner = Captioner.options(**options.get("Captioner", {})).bind(
         config.caption_pool, config.caption_kind, config.caption_fusion_k, config.caption_fusion_weight, batching)
-    generator = Generator.options(**options.get("Generator", {})).bind(
+    # Idle without a pool and without options of its own (benchmarks, tests that size only the other four): it holds
+    # no model, so it reserves no CPU and the app fits where it fitted before generation existed.
+    generator_options = options.get("Generator")
+    if generator_options is None:
+        generator_options = {} if config.generate.pool else {"ray_actor_options": {"num_cpus": 0}}
+    generator = Generator.options(**generator_options).bind(
         config.model, config.generate.model_dump(), config.device, config.torch_threads)
     return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump(), captioner,
                                                               generator)
