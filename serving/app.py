@@ -5,7 +5,8 @@
 
 `app` is the application builder Serve imports (`import_path: serving.app:app`); it takes the `args:` of the
 config file as a `momu.config.ServeConfig`. The `Captioner` deployment (retrieval captioner over `caption_pool`,
-POST /v1/caption) is bound here too and handed to the ingress like the encoder and index.
+POST /v1/caption) and the `Generator` deployment (MoMu-guided GA over `generate.pool`, POST /v1/generate) are bound
+here too and handed to the ingress like the encoder and index.
 
 Errors are JSON: {"error": <class>, "detail": [{"field": ..., "reason": ...}]}. Bad input is a 4xx naming the field
 (400 malformed JSON, 401 API key, 413 body too large, 422 invalid value); it never reaches the model.
@@ -15,6 +16,7 @@ Errors are JSON: {"error": <class>, "detail": [{"field": ..., "reason": ...}]}. 
 import asyncio
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -28,13 +30,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from momu.chem.draw import DrawingCache
 from momu.serve.config import ServeConfig
 from serving import errors
-from serving.deployments import Captioner, Encoder, Index
+from serving.deployments import Captioner, Encoder, Generator, Index
 from serving.schemas import (
     CaptionRequest,
     CaptionResponse,
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
     HealthResponse,
     MoleculeHit,
     ModelsResponse,
@@ -52,11 +56,14 @@ log = logging.getLogger("ray.serve")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Time a generation may take beyond its budget before the ingress gives up (504): queueing, drawing, transfer.
+GENERATE_GRACE_S = 10.0
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
 ERROR_RESPONSES = {code: {"model": ErrorResponse, "description": text} for code, text in [
     (400, "malformed JSON"), (401, "missing or wrong API key"), (413, "request body too large"),
-    (422, "invalid value (the field and reason are named)"), (503, "index not configured or backend unavailable")]}
+    (422, "invalid value (the field and reason are named)"), (503, "index not configured or backend unavailable"),
+    (504, "a generation did not answer within its budget")]}
 
 api = FastAPI(
     title="MoMu",
@@ -95,13 +102,15 @@ def _same_model(built_by: dict, served: dict) -> Optional[bool]:
 @serve.ingress(api)
 class MoMuAPI:
     def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, config: dict,
-                 captioner: Optional[DeploymentHandle] = None):
+                 captioner: Optional[DeploymentHandle] = None, generator: Optional[DeploymentHandle] = None):
         self.config = ServeConfig.model_validate(config)
         self.limits = self.config.limits
         self.encoder = encoder
         self.index = index
         self.captioner = captioner
         self._captioner_info: Optional[dict] = None
+        self.generator = generator
+        self._generator_info: Optional[dict] = None
         key = self.config.api_key
         if self.config.api_key_env:
             key = os.environ.get(self.config.api_key_env) or None
@@ -129,6 +138,11 @@ class MoMuAPI:
         if self._captioner_info is None and self.captioner is not None:
             self._captioner_info = await self.captioner.info.remote() or {}
         return self._captioner_info or None
+
+    async def _generator(self) -> Optional[dict]:
+        if self._generator_info is None and self.generator is not None:
+            self._generator_info = await self.generator.info.remote() or {}
+        return self._generator_info or None
 
     async def _require_captioner(self) -> dict:
         info = await self._captioner()
@@ -186,11 +200,12 @@ class MoMuAPI:
     @api.get("/v1/models", response_model=ModelsResponse, responses=ERROR_RESPONSES)
     async def models(self) -> dict:
         """The served model (name, version, towers) and the indexes (size, kind, the model that built them)."""
-        model, indexes, captioner = await asyncio.gather(self._model_info(), self._index_info(), self._captioner())
+        model, indexes, captioner, generator = await asyncio.gather(
+            self._model_info(), self._index_info(), self._captioner(), self._generator())
         out = {name: {**info, "model_matches": _same_model(info.get("model_info") or {}, model)}
                for name, info in indexes.items()}
-        return {"model": model, "indexes": out, "captioner": captioner, "batching": self.config.batching.model_dump(),
-                "limits": self.limits.model_dump()}
+        return {"model": model, "indexes": out, "captioner": captioner, "generator": generator,
+                "batching": self.config.batching.model_dump(), "limits": self.limits.model_dump()}
 
     # -- search -----------------------------------------------------------------------------------------------
     @api.post("/v1/search/molecules", response_model=SearchMoleculesResponse, responses=ERROR_RESPONSES)
@@ -292,17 +307,81 @@ class MoMuAPI:
                 "pool_size": info["pool_size"]}
 
 
+    # -- generation -------------------------------------------------------------------------------------------------
+    @api.post("/v1/generate", response_model=GenerateResponse, responses=ERROR_RESPONSES)
+    async def generate(self, request: GenerateRequest) -> dict:
+        """Text -> the n best molecules the MoMu-guided genetic algorithm finds within the time budget (graph
+        embedding near the text's, under QED / SA / size / element priors), or with `edit` that molecule edited
+        towards the text: one molecule per lambda of total + lambda * Tanimoto(candidate, input). The budget is
+        hard: the search stops at it (cut to what the remaining time can score), and an answer that does not come
+        within the budget plus a grace period is a 504."""
+        text = check_text(request.text, "text", self.limits)
+        settings = self.config.generate
+        seconds = settings.default_seconds if request.budget is None else float(request.budget)
+        if seconds > settings.max_seconds:
+            raise InputError("budget", f"must be at most {settings.max_seconds:g} seconds (generate.max_seconds), "
+                                       f"got {seconds:g}")
+        edit = None
+        if request.edit is not None:
+            edit = check_smiles(request.edit, "edit", self.limits).canonical_smiles
+        info = await self._generator()
+        if info is None:
+            raise errors.NotConfigured("no generation pool is configured on this server (generate.pool is null)")
+        if edit is not None:
+            from momu.generate.fitness import edit_input_problem
+
+            problem = edit_input_problem(edit, info["allowed_elements"])
+            if problem:
+                raise InputError("edit", problem)
+        deadline = time.time() + seconds
+        try:
+            result = await asyncio.wait_for(self.generator.generate.remote(text, request.n, edit, seconds, deadline),
+                                            timeout=seconds + GENERATE_GRACE_S)
+        except asyncio.TimeoutError:
+            raise errors.Timeout(f"no answer within the {seconds:g} s budget + {GENERATE_GRACE_S:g} s grace: the "
+                                 "generators are busy; retry") from None
+        if "input_error" in result:
+            raise InputError(result["input_error"]["field"], result["input_error"]["reason"])
+        if "unavailable" in result:
+            raise errors.Unavailable(result["unavailable"])
+        edit_mode = result["mode"] == "edit"
+        molecules = []
+        for i, r in enumerate(result["results"], start=1):
+            molecules.append({"rank": r.get("rank", i), "smiles": r["smiles"], "score": r["total"],
+                              "cosine": r["cosine"], "qed": r["qed"], "sa": r["sa"], "lambda": r.get("lambda"),
+                              "tanimoto": r.get("tanimoto"), "from_pool": None if edit_mode else r.get("from_pool"),
+                              "is_input": r.get("is_input") if edit_mode else None})
+        if request.draw:
+            for molecule, svg in zip(molecules, await self._draw([m["smiles"] for m in molecules])):
+                molecule["svg"] = svg
+        return {"text": text, "mode": result["mode"], "edit": result.get("input"), "method": info["method"],
+                "molecules": molecules, "evaluations": result["evaluations"], "generations": result["generations"],
+                "seconds": result["seconds"], "budget_seconds": seconds, "stopped_by": result["stopped_by"],
+                "pool_size": info["pool_size"], "model_version": info["model_version"]}
+
+
 # -- the builder --------------------------------------------------------------------------------------------------
 
+def _shipped_checkpoint(name: str) -> bool:
+    """A checkpoint shipped with the package (momu/checkpoints/<name>, e.g. momu-cpu), named without a path."""
+    import momu
+
+    return "/" not in name and (Path(momu.__file__).resolve().parent / "checkpoints" / name / "config.json").is_file()
+
+
 def resolve_path(path: Optional[str]) -> Optional[str]:
-    """Relative paths are relative to the repository root; URIs (models:/, s3://, ...) are kept as given."""
+    """Relative paths are relative to the repository root; URIs (models:/, s3://, ...) and the name of a shipped
+    checkpoint (momu-cpu, unless the repository holds a directory of that name) are kept as given."""
     if path is None or "://" in path or path.startswith("models:/"):
         return path
     p = Path(path).expanduser()
-    return str(p if p.is_absolute() else (REPO_ROOT / p).resolve())
+    if p.is_absolute():
+        return str(p)
+    local = (REPO_ROOT / p).resolve()
+    return path if not local.exists() and _shipped_checkpoint(path) else str(local)
 
 
-DEPLOYMENTS = ("MoMuAPI", "Encoder", "Index", "Captioner")
+DEPLOYMENTS = ("MoMuAPI", "Encoder", "Index", "Captioner", "Generator")
 
 
 def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> serve.Application:
@@ -315,7 +394,10 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
     config = config.model_copy(update={"model": resolve_path(config.model),
                                        "molecule_index": resolve_path(config.molecule_index),
                                        "text_index": resolve_path(config.text_index),
-                                       "caption_pool": resolve_path(config.caption_pool)})
+                                       "caption_pool": resolve_path(config.caption_pool),
+                                       "generate": config.generate.model_copy(update={
+                                           "pool": resolve_path(config.generate.pool),
+                                           "exclude": [resolve_path(p) for p in config.generate.exclude]})})
     batching = config.batching.model_dump()
     encoder = Encoder.options(**options.get("Encoder", {})).bind(config.model, config.device, config.torch_threads,
                                                                 batching, config.precision)
@@ -323,7 +405,15 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
     # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
     captioner = Captioner.options(**options.get("Captioner", {})).bind(
         config.caption_pool, config.caption_kind, config.caption_fusion_k, config.caption_fusion_weight, batching)
-    return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump(), captioner)
+    # Idle without a pool and without options of its own (benchmarks, tests that size only the other four): it holds
+    # no model, so it reserves no CPU and the app fits where it fitted before generation existed.
+    generator_options = options.get("Generator")
+    if generator_options is None:
+        generator_options = {} if config.generate.pool else {"ray_actor_options": {"num_cpus": 0}}
+    generator = Generator.options(**generator_options).bind(
+        config.model, config.generate.model_dump(), config.device, config.torch_threads)
+    return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump(), captioner,
+                                                              generator)
 
 
 def build_app(args: ServeConfig) -> serve.Application:

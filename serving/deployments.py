@@ -277,3 +277,96 @@ class Captioner:
 
     def recent_batch_sizes(self) -> list[int]:
         return list(self.batch_sizes)
+
+
+GENERATE_METHOD = "momu-graph-ga"
+
+
+def generate_config(settings, model: str, n: int, seconds: float):
+    """The momu.generate GenerateConfig of one request: the server's `generate` settings (ServeGenerate), the
+    request's n and time budget; priors and allowed elements as `momu generate`'s defaults."""
+    from momu.generate.config import GenerateConfig
+
+    s = settings
+    return GenerateConfig(model=model, n=n, seed=s.seed, budget_seconds=seconds, budget_evaluations=s.max_evaluations,
+                          population_size=s.population_size, offspring_size=s.offspring_size,
+                          edit_lambdas=s.edit_lambdas, edit_seeds=s.edit_seeds,
+                          pool={"path": s.pool, "exclude": s.exclude, "sample": s.pool_sample})
+
+
+@serve.deployment(name="Generator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
+class Generator:
+    """The MoMu-guided genetic algorithm of `momu generate` (momu.generate.ga) for POST /v1/generate: its own copy
+    of the served model and the start-molecule pool (read once here). `generate(...)` runs one search under the
+    request's time budget, cut short by the request's absolute deadline when it waited in the queue. A sync
+    method: Serve runs it in a worker thread, so `info()` answers while searches run. Without a configured pool
+    the deployment stays idle and `info()` is None."""
+
+    def __init__(self, model: str, settings: Optional[dict] = None, device: str = "auto",
+                 torch_threads: Optional[int] = 1):
+        from momu.serve.config import ServeGenerate
+
+        self.settings = ServeGenerate.model_validate(settings or {})
+        self.model = None
+        self.pool: list[str] = []
+        if not self.settings.pool:
+            return
+        import torch
+
+        from momu.generate.pool import load_pool
+        from momu.models.loading import load_momu, resolve_model_dir
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch_threads:
+            torch.set_num_threads(int(torch_threads))
+        started = time.perf_counter()
+        model_dir = resolve_model_dir(model)
+        self.model = load_momu(model_dir, map_location=device).eval()
+        self.identity = model_identity(model, Path(model_dir))
+        self.pool = load_pool(self.settings.pool, self.settings.exclude)
+        # Warm up (first calls of the text tower and the GIN are several times slower): the first request's
+        # budget then goes to the search.
+        from momu.generate.fitness import Fitness, text_embedding
+
+        Fitness(self.model, text_embedding(self.model, "warm-up"), generate_config(
+            self.settings, model, 1, 1.0)).score(self.pool[:8])
+        log.info("Generator: %s %s on %s, %d pool molecules from %s, loaded in %.1fs", self.identity["name"],
+                 self.identity["version"], device, len(self.pool), self.settings.pool, time.perf_counter() - started)
+
+    def generate(self, text: str, n: int, edit: Optional[str], seconds: float, deadline: float) -> dict:
+        """One search (text and edit already validated by the ingress). `deadline` is the ingress's wall-clock
+        time.time() when the request's budget ends. Returns the momu.generate.ga result, or {"input_error":
+        {field, reason}} / {"unavailable": reason} for the ingress to turn into a 422 / 503."""
+        from momu.generate.ga import edit as edit_molecule
+        from momu.generate.ga import generate
+
+        if self.model is None:
+            raise RuntimeError("no generation pool is configured")
+        budget = min(float(seconds), deadline - time.time())
+        if budget < 0.1:
+            return {"unavailable": f"every generator was busy: the request waited past its {seconds:g} s budget "
+                                   "before a search could start; retry, or scale the Generator deployment"}
+        config = generate_config(self.settings, self.identity["source"], n, budget)
+        try:
+            if edit is not None:
+                return edit_molecule(self.model, text, edit, config)
+            return generate(self.model, text, config, pool=self.pool)
+        except ValueError as err:  # the library names the field: "text: ..." / "edit: ..."
+            field, _, reason = str(err).partition(": ")
+            if field in ("text", "edit"):
+                return {"input_error": {"field": field, "reason": reason}}
+            raise
+
+    def info(self) -> Optional[dict]:
+        if self.model is None:
+            return None
+        from momu.generate.config import GenerateConfig
+
+        from serving.schemas import MAX_GENERATE_N
+
+        s = self.settings
+        return {"method": GENERATE_METHOD, "pool": str(s.pool), "pool_size": len(self.pool),
+                "default_seconds": s.default_seconds, "max_seconds": s.max_seconds,
+                "max_evaluations": s.max_evaluations, "max_n": MAX_GENERATE_N, "edit_lambdas": list(s.edit_lambdas),
+                "allowed_elements": GenerateConfig().allowed_elements, "model_version": self.identity["version"]}

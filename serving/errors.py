@@ -7,7 +7,8 @@ Every error is {"error": <class>, "detail": [{"field": ..., "reason": ...}]}:
   413 payload_too_large   the body is over limits.max_body_bytes
   422 invalid_request     a value is wrong: type, empty or too long text, invalid SMILES, k or item count over limits
   503 not_configured      the route's index is not configured on this server
-  503 unavailable         a backend deployment failed (never caused by the request's content)
+  503 unavailable         a backend deployment failed or is busy (never caused by the request's content)
+  504 timeout             a generation did not answer within its time budget plus a grace period
 
 Settings live in this module (not in serving.app) because Serve pickles the ingress class by value when it is
 decorated: module state referenced from here is shared by the middleware and the replica's constructor.
@@ -48,6 +49,22 @@ class NotConfigured(Exception):
         self.reason = reason
 
 
+class Unavailable(Exception):
+    """A backend that cannot take the request now (503 unavailable), e.g. every generator busy past the budget."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Timeout(Exception):
+    """A backend that did not answer within the request's time budget (504 timeout)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     for e in errors:
@@ -72,6 +89,14 @@ async def _not_configured(request: Request, exc: NotConfigured) -> JSONResponse:
     return error_response(503, "not_configured", [("", exc.reason)])
 
 
+async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+    return error_response(503, "unavailable", [("", exc.reason)])
+
+
+async def _timeout(request: Request, exc: Timeout) -> JSONResponse:
+    return error_response(504, "timeout", [("", exc.reason)])
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
              413: "payload_too_large"}.get(exc.status_code, "http_error")
@@ -88,6 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(NotConfigured, _not_configured)
+    app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(Timeout, _timeout)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 

@@ -70,6 +70,24 @@ class CaptionRequest(_Request):
     draw: bool = Field(False, strict=True, description="include SVG drawings of each query and neighbour")
 
 
+MAX_GENERATE_N = 50  # molecules one POST /v1/generate may ask for
+
+
+class GenerateRequest(_Request):
+    """A description -> new molecules whose MoMu graph embeddings are near the text's (the MoMu-guided genetic
+    algorithm of `momu generate`), or, with `edit`, that molecule edited towards the text."""
+
+    text: str = Field(..., description="the prompt, ChEBI-20 style", examples=["The molecule is a monocarboxylic acid."])
+    n: int = Field(10, ge=1, le=MAX_GENERATE_N, strict=True, description="molecules to return, best first (generate mode; an "
+                                                              "edit returns one molecule per lambda of the server's "
+                                                              "sweep)")
+    edit: Optional[str] = Field(None, description="editing mode: the SMILES to edit (total + lambda * Tanimoto to "
+                                                  "it, one molecule per lambda)", examples=["CC(=O)Oc1ccccc1C(=O)O"])
+    budget: Optional[float] = Field(None, gt=0, strict=True, description="seconds the search may take (default: the "
+                                    "server's generate.default_seconds; at most generate.max_seconds)")
+    draw: bool = Field(True, strict=True, description="include an SVG drawing of each molecule")
+
+
 # -- responses -----------------------------------------------------------------------------------------------------
 
 class MoleculeHit(BaseModel):
@@ -150,6 +168,40 @@ class CaptionResponse(BaseModel):
     pool_size: int
 
 
+class GeneratedMolecule(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    rank: int = Field(..., description="1 = best (generate: by score; edit: the lambda sweep's order)")
+    smiles: str
+    score: float = Field(..., description="the GA's total: cosine + QED - SA - size penalties (edit: without the "
+                                          "lambda * Tanimoto term)")
+    cosine: float = Field(..., description="MoMu cosine of the prompt and the molecule")
+    qed: float
+    sa: float = Field(..., description="synthetic accessibility, 1 (easy) .. 10 (hard)")
+    lambda_: Optional[float] = Field(None, alias="lambda", description="edit: the lambda this molecule is best for")
+    tanimoto: Optional[float] = Field(None, description="edit: Morgan r=2 Tanimoto to the input")
+    from_pool: Optional[bool] = Field(None, description="generate: a start-pool molecule, not a new one")
+    is_input: Optional[bool] = Field(None, description="edit: the input itself")
+    svg: Optional[str] = Field(None, description="2D structure drawing when draw=true")
+
+
+class GenerateResponse(BaseModel):
+    text: str
+    mode: Literal["generate", "edit"]
+    edit: Optional[str] = Field(None, description="edit: the input molecule, canonical SMILES")
+    method: str = Field(..., description="the generator: momu-graph-ga (mol-ga Graph GA operators, MoMu cosine + "
+                                         "QED/SA/size priors)")
+    molecules: list[GeneratedMolecule]
+    evaluations: int = Field(..., description="molecules embedded by the GIN for this request")
+    generations: int
+    seconds: float = Field(..., description="time the search took")
+    budget_seconds: float = Field(..., description="the time budget it ran under")
+    stopped_by: str = Field(..., description="what ended the search: seconds, evaluations, stalled, max_generations "
+                                             "(edit: one per lambda)")
+    pool_size: int
+    model_version: str
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"]
 
@@ -183,10 +235,24 @@ class CaptionerInfo(BaseModel):
     embeddings_model_sha256: Optional[str] = None
 
 
+class GeneratorInfo(BaseModel):
+    method: str
+    pool: str
+    pool_size: int
+    default_seconds: float
+    max_seconds: float
+    max_evaluations: int
+    max_n: int
+    edit_lambdas: list[float]
+    allowed_elements: list[str]
+    model_version: str
+
+
 class ModelsResponse(BaseModel):
     model: ModelInfo
     indexes: dict[str, IndexInfo]
     captioner: Optional[CaptionerInfo] = Field(None, description="the retrieval captioner, when configured")
+    generator: Optional[GeneratorInfo] = Field(None, description="POST /v1/generate's generator, when configured")
     batching: dict
     limits: dict
 
@@ -198,7 +264,8 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str = Field(..., description="machine-readable class: invalid_request, malformed_json, "
-                                        "payload_too_large, unauthorized, not_found, not_configured, unavailable")
+                                        "payload_too_large, unauthorized, not_found, not_configured, unavailable, "
+                                        "timeout")
     detail: list[ErrorDetail]
 
 

@@ -20,6 +20,12 @@ if str(REPO) not in sys.path:  # `serving` is a top-level package of the checkou
     sys.path.insert(0, str(REPO))
 
 SLICE = REPO / "data" / "sample" / "chebi20" / "validation_slice.tsv"
+# POST /v1/generate on a tiny budget: 40 evaluations end every search long before its time budget, so an answer is
+# the library's generate/edit result for the same settings (deterministic), in well under a second.
+TINY_GENERATE = {"pool": str(REPO / "data" / "sample" / "chebi20" / "train_pool_slice.tsv"),
+                 "exclude": [str(REPO / "data" / "sample" / "chebi20" / "test_slice.tsv")], "default_seconds": 10,
+                 "max_seconds": 20, "max_evaluations": 40, "pool_sample": 15, "population_size": 10,
+                 "offspring_size": 10, "edit_lambdas": [0.0, 1.0], "edit_seeds": 4}
 
 
 @dataclass
@@ -74,12 +80,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Small reservations so the three deployments fit the session's 2-CPU local Ray next to anything else.
+# Small reservations so the deployments fit the session's 2-CPU local Ray next to anything else.
 TEST_DEPLOYMENT_OPTIONS = {
     "MoMuAPI": {"ray_actor_options": {"num_cpus": 0.25}},
     "Encoder": {"ray_actor_options": {"num_cpus": 0.5}},
     "Index": {"ray_actor_options": {"num_cpus": 0.25}},
     "Captioner": {"ray_actor_options": {"num_cpus": 0.25}},
+    "Generator": {"ray_actor_options": {"num_cpus": 0.25}},
 }
 
 

@@ -78,7 +78,16 @@ def test_stops_at_the_time_budget(small_model):
     result = generate(small_model, TEXT, tiny(budget_evaluations=100_000, budget_seconds=1.0))
     assert result["stopped_by"] == "seconds"
     assert result["evaluations"] < 100_000
-    assert 1.0 <= result["seconds"] < 10.0  # stops after the generation that crosses the deadline
+    # Ends about at the deadline: before it when the next generation would not fit, after it by a cut generation.
+    assert 0.5 <= result["seconds"] < 10.0
+
+
+def test_the_time_budget_also_cuts_the_start_population(small_model):
+    # Scoring 8 pool molecules takes longer than 10 ms: the first chunk is all the search gets.
+    result = generate(small_model, TEXT, tiny(budget_evaluations=1000, budget_seconds=0.01,
+                                              pool={"path": POOL, "exclude": [TEST_SLICE], "sample": 300}))
+    assert result["pool_scored"] == 8 < result["pool_drawn"] and result["evaluations"] <= 8
+    assert result["generations"] == 0 and result["stopped_by"] == "seconds" and 1 <= len(result["results"]) <= 8
 
 
 def test_deterministic_given_a_seed(small_model):

@@ -6,13 +6,14 @@ tests of the pure pieces (input checks, drawings, the body-size / API-key middle
 import asyncio
 import http.client
 import json
+from types import MethodType, SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 
-from serving_helpers import build_assets, free_port, get, post, start_app, stop_app
+from serving_helpers import TINY_GENERATE, build_assets, free_port, get, post, start_app, stop_app
 
 APP = "momu_test"
 API_KEY = "test-key-0123456789"
@@ -206,6 +207,7 @@ def test_serve_config_file_and_builder_contract():
     assert application.import_path == "serving.app:app" and application.route_prefix == "/"
     config = ServeConfig.model_validate(application.args)
     assert config.api_key is None and config.batching.enabled
+    assert (REPO_ROOT / config.generate.pool).is_file() and config.generate.max_seconds < 30  # < request_timeout_s
     assert {d.name for d in application.deployments} == set(app_module.DEPLOYMENTS)
     for d in application.deployments:
         assert d.autoscaling_config["min_replicas"] >= 1 and d.ray_actor_options.num_cpus > 0
@@ -259,7 +261,7 @@ def served(ray_local, small_model, tmp_path_factory):
     assets = build_assets(small_model, tmp_path_factory.mktemp("serving"))
     config = ServeConfig(model=str(assets.model_dir), molecule_index=str(assets.molecule_index_dir),
                          text_index=str(assets.text_index_dir), caption_pool=str(assets.caption_pool_dir),
-                         limits=LIMITS, api_key=API_KEY,
+                         generate=TINY_GENERATE, limits=LIMITS, api_key=API_KEY,
                          batching={"enabled": True, "max_batch_size": 16, "batch_wait_timeout_s": 0.02})
     url = start_app(config, APP, free_port())
     try:
@@ -311,6 +313,13 @@ def test_healthz_and_models(served):
                                  "kind": "tanimoto", "pool_size": len(pool),
                                  "pool": str(served.assets.caption_pool_dir), "embeddings_model_sha256": None}
     assert 100 < len(pool) <= 120
+    from momu.generate.pool import load_pool
+
+    generator = info["generator"]
+    assert generator["method"] == "momu-graph-ga" and generator["model_version"] == f"sha256:{digest}"
+    assert generator["pool_size"] == len(load_pool(TINY_GENERATE["pool"], TINY_GENERATE["exclude"]))
+    assert (generator["default_seconds"], generator["max_seconds"], generator["max_n"]) == (10, 20, 50)
+    assert generator["edit_lambdas"] == [0.0, 1.0] and "C" in generator["allowed_elements"]
 
 
 @pytest.mark.slow
@@ -440,6 +449,29 @@ BAD_INPUTS = [
     ("caption: SMILES not a string", "/v1/caption", {"smiles": ["CCO", 5]}, 422, "smiles[1]", "valid string"),
     ("caption: unknown field", "/v1/caption", {"smiles": ["CCO"], "top_k": 2}, 422, "top_k", "Extra inputs"),
     ("caption: missing smiles", "/v1/caption", {"k": 2}, 422, "smiles", "Field required"),
+    ("generate: empty text", "/v1/generate", {"text": " \n "}, 422, "text", "must not be empty"),
+    ("generate: over-long text", "/v1/generate", {"text": "acid " * 61}, 422, "text", "limits.max_text_chars"),
+    ("generate: missing text", "/v1/generate", {"n": 3}, 422, "text", "Field required"),
+    ("generate: text not a string", "/v1/generate", {"text": 5}, 422, "text", "valid string"),
+    ("generate: n zero", "/v1/generate", {"text": "an acid", "n": 0}, 422, "n", "greater than or equal to 1"),
+    ("generate: n over 50", "/v1/generate", {"text": "an acid", "n": 51}, 422, "n", "less than or equal to 50"),
+    ("generate: n as a string", "/v1/generate", {"text": "an acid", "n": "5"}, 422, "n", "valid integer"),
+    ("generate: n fractional", "/v1/generate", {"text": "an acid", "n": 2.5}, 422, "n", "valid integer"),
+    ("generate: invalid edit SMILES", "/v1/generate", {"text": "an acid", "edit": "C1CC("}, 422, "edit",
+     "invalid SMILES"),
+    ("generate: edit with a disallowed element", "/v1/generate", {"text": "an acid", "edit": "CC[Hg]CC"}, 422,
+     "edit", "not among the allowed elements"),
+    ("generate: edit over-long", "/v1/generate", {"text": "an acid", "edit": "C" * 201}, 422, "edit",
+     "limits.max_smiles_chars"),
+    ("generate: edit not a string", "/v1/generate", {"text": "an acid", "edit": ["CCO"]}, 422, "edit",
+     "valid string"),
+    ("generate: budget zero", "/v1/generate", {"text": "an acid", "budget": 0}, 422, "budget", "greater than 0"),
+    ("generate: budget negative", "/v1/generate", {"text": "an acid", "budget": -3}, 422, "budget", "greater than 0"),
+    ("generate: budget over the max", "/v1/generate", {"text": "an acid", "budget": 21}, 422, "budget",
+     "generate.max_seconds"),
+    ("generate: budget as a string", "/v1/generate", {"text": "an acid", "budget": "5"}, 422, "budget",
+     "valid number"),
+    ("generate: unknown field", "/v1/generate", {"text": "an acid", "k": 5}, 422, "k", "Extra inputs"),
     ("oversized body", "/v1/search/molecules", json.dumps({"query": "a" * 5000}).encode(), 413, "",
      "limits.max_body_bytes"),
 ]
@@ -488,7 +520,7 @@ def test_oversized_chunked_body_and_api_key(served):
     assert status == 404 and body["error"] == "not_found"
     status, body = get(served.url + "/openapi.json")
     assert status == 200 and {"/v1/search/molecules", "/v1/search/texts", "/v1/embed", "/v1/similarity",
-                              "/v1/caption", "/healthz", "/v1/models"} <= set(body["paths"])
+                              "/v1/caption", "/v1/generate", "/healthz", "/v1/models"} <= set(body["paths"])
     assert get(served.url + "/docs")[0] == 200
 
 
@@ -556,9 +588,105 @@ def test_captioner_deployment_fusion_outside_serve(small_model, tmp_path):
     assert info["kind"] == "fusion" and info["embeddings_model_sha256"] == weights_sha256(model_dir)
 
 
+def _tiny_generate_config(model_dir, n, seconds=10.0):
+    from momu.serve.config import ServeGenerate
+    from serving.deployments import generate_config
+
+    return generate_config(ServeGenerate(**TINY_GENERATE), str(model_dir), n, seconds)
+
+
+@pytest.mark.slow
+def test_generate_endpoint_answers_as_the_library(served):
+    """POST /v1/generate: the n best molecules of the MoMu-guided GA, drawn, equal to momu.generate run directly
+    with the same settings (an evaluation-bound search is deterministic); editing gives one molecule per lambda."""
+    from rdkit import Chem
+
+    from momu.generate.ga import edit, generate
+    from momu.generate.pool import load_pool
+
+    text = "The molecule is an aromatic carboxylic acid."
+    status, body = _post(served, "/v1/generate", {"text": f"  {text} ", "n": 4})
+    assert status == 200, body
+    assert body["mode"] == "generate" and body["text"] == text and body["edit"] is None
+    assert body["method"] == "momu-graph-ga" and body["budget_seconds"] == 10  # generate.default_seconds
+    assert body["evaluations"] == 40 and body["stopped_by"] == "evaluations" and body["seconds"] < 10
+    molecules = body["molecules"]
+    assert [m["rank"] for m in molecules] == [1, 2, 3, 4]
+    assert [m["score"] for m in molecules] == sorted((m["score"] for m in molecules), reverse=True)
+    assert all(Chem.MolFromSmiles(m["smiles"]) is not None and m["svg"].startswith("<svg") for m in molecules)
+    assert all(m["lambda"] is None and m["tanimoto"] is None and isinstance(m["from_pool"], bool) for m in molecules)
+    config = _tiny_generate_config(served.assets.model_dir, 4)
+    direct = generate(served.model, text, config, pool=load_pool(TINY_GENERATE["pool"], TINY_GENERATE["exclude"]))
+    assert [m["smiles"] for m in molecules] == [r["smiles"] for r in direct["results"]]
+    assert [m["score"] for m in molecules] == pytest.approx([r["total"] for r in direct["results"]], abs=1e-4)
+    assert [m["cosine"] for m in molecules] == pytest.approx([r["cosine"] for r in direct["results"]], abs=1e-4)
+
+    status, body = _post(served, "/v1/generate", {"text": "The molecule is a phenol.", "edit": "Oc1ccccc1",
+                                                  "budget": 5, "draw": False})
+    assert status == 200, body
+    assert body["mode"] == "edit" and body["edit"] == "Oc1ccccc1" and body["budget_seconds"] == 5
+    assert [m["lambda"] for m in body["molecules"]] == [0.0, 1.0]  # one per lambda of generate.edit_lambdas
+    assert all(m["svg"] is None and m["tanimoto"] is not None and m["from_pool"] is None for m in body["molecules"])
+    direct = edit(served.model, "The molecule is a phenol.", "Oc1ccccc1", _tiny_generate_config(
+        served.assets.model_dir, 10, 5.0))
+    assert [m["smiles"] for m in body["molecules"]] == [r["smiles"] for r in direct["results"]]
+    # Concurrent requests each get their own answer (the same, for the same prompt).
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: _post(served, "/v1/generate", {"text": text, "n": 2, "draw": False}),
+                                range(3)))
+    assert all(a[0] == 200 for a in answers)
+    assert [[m["smiles"] for m in a[1]["molecules"]] for a in answers] == [[m["smiles"] for m in molecules[:2]]] * 3
+
+
+def test_generator_deployment_keeps_the_time_budget_outside_serve(small_model, tmp_path):
+    """The Generator's search, outside Serve: a time-bound search ends at its budget; a request whose deadline
+    passed while it queued is answered `unavailable` at once; a library input error comes back named."""
+    import time
+
+    from serving.deployments import Generator
+
+    model_dir = small_model.save_pretrained(tmp_path / "model")
+    settings = {**TINY_GENERATE, "max_evaluations": 1_000_000}
+    generator = Generator.func_or_class(str(model_dir), settings, "cpu", 1)
+    started = time.perf_counter()
+    result = generator.generate("The molecule is a steroid.", 3, None, 1.5, time.time() + 1.5)
+    elapsed = time.perf_counter() - started
+    assert result["stopped_by"] == "seconds" and len(result["results"]) == 3
+    assert 1.0 < elapsed < 2.5 and result["seconds"] <= 2.0, (elapsed, result["seconds"])
+    late = generator.generate("The molecule is a steroid.", 3, None, 5.0, time.time() - 1)
+    assert "waited past its 5 s budget" in late["unavailable"]
+    bad = generator.generate("The molecule is a steroid.", 3, "CC[Hg]CC", 5.0, time.time() + 5)
+    assert bad["input_error"]["field"] == "edit" and "cannot be scored" in bad["input_error"]["reason"]
+    assert Generator.func_or_class(str(model_dir), {"pool": None}).info() is None  # idle without a pool
+
+
+def test_generate_without_a_pool_is_503_not_configured():
+    """The ingress route itself (no Serve): with generate.pool null a valid request is refused as not configured,
+    after the input checks (bad input is still a 422 naming the field)."""
+    from momu.serve.config import ServeConfig
+    from serving import errors
+    from serving.app import MoMuAPI
+    from serving.schemas import GenerateRequest
+    from serving.validation import InputError
+
+    cls = MoMuAPI.func_or_class
+    config = ServeConfig(molecule_index=None, text_index=None)  # generate.pool: null by default
+    # The route's own code on a stand-in replica (a real one would need Serve).
+    ingress = SimpleNamespace(config=config, limits=config.limits, generator=None, _generator_info=None)
+    ingress._generator = MethodType(cls._generator, ingress)
+    ingress.generate = MethodType(cls.generate, ingress)
+    with pytest.raises(errors.NotConfigured, match=r"generate.pool is null"):
+        asyncio.run(ingress.generate(GenerateRequest(text="an acid")))
+    with pytest.raises(InputError) as err:
+        asyncio.run(ingress.generate(GenerateRequest(text="an acid", budget=60.0)))
+    assert err.value.field == "budget" and "generate.max_seconds" in err.value.reason
+    response = asyncio.run(errors._not_configured(None, errors.NotConfigured("no generation pool")))
+    assert response.status_code == 503 and b"not_configured" in response.body
+
+
 @pytest.mark.slow
 def test_no_replica_crashed_after_bad_input(served):
     """After every bad-input class the same replicas still serve (none died and was replaced)."""
-    assert _serve_actor_names() == served.actors and len(served.actors) == 4
+    assert _serve_actor_names() == served.actors and len(served.actors) == 5
     status, body = _post(served, "/v1/search/molecules", {"query": "an acid", "k": 2})
     assert status == 200 and len(body["results"]) == 2

@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (selenium): type a text query, submit, see the top molecules drawn as
 SVG with their scores and ids (the same as the index searched directly); then the SMILES box; then the caption
-panel (the caption and the known molecule it came from, both drawn).
+panel (the caption and the known molecule it came from, both drawn); then the generate panel (new molecules for a
+description, drawn and ranked, the same as momu.generate run directly; editing shows one molecule per lambda).
 
 Needs the Debian packages `chromium` and `chromium-driver` (CI installs them with .ci/install-browser) and the
 `selenium` package (dev extra); without them the test skips and says what is missing.
@@ -10,7 +11,7 @@ import shutil
 
 import pytest
 
-from serving_helpers import build_assets, free_port, start_app, stop_app
+from serving_helpers import TINY_GENERATE, build_assets, free_port, start_app, stop_app
 
 APP = "momu_web_test"
 
@@ -43,7 +44,8 @@ def site(ray_local, small_model, tmp_path_factory):
     try:
         assets = build_assets(small_model, tmp_path_factory.mktemp("web"), n=80)
         config = ServeConfig(model=str(assets.model_dir), molecule_index=str(assets.molecule_index_dir),
-                             text_index=str(assets.text_index_dir), caption_pool=str(assets.caption_pool_dir))
+                             text_index=str(assets.text_index_dir), caption_pool=str(assets.caption_pool_dir),
+                             generate=TINY_GENERATE)
         url = start_app(config, APP, free_port())
         try:
             yield browser, url, assets
@@ -166,3 +168,61 @@ def test_caption_panel_shows_caption_and_neighbour(site):
     wait.until(EC.text_to_be_present_in_element((By.ID, "caption-status"), "invalid SMILES"))
     assert "smiles[0]" in browser.find_element(By.ID, "caption-status").text
     assert not browser.find_elements(By.CSS_SELECTOR, "#caption-result figure")
+
+
+def test_generate_panel_shows_ranked_molecules(site, small_model):
+    from rdkit import Chem
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from momu.generate.ga import generate
+    from momu.generate.pool import load_pool
+    from momu.serve.config import ServeGenerate
+    from serving.deployments import generate_config
+
+    browser, url, assets = site
+    browser.get(url + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: "generation from a pool of" in b.find_element(By.ID, "model-line").text)
+    text = "The molecule is an aromatic carboxylic acid."
+    browser.find_element(By.ID, "generate-text").send_keys(text)
+    n = browser.find_element(By.ID, "generate-n")
+    n.clear()
+    n.send_keys("4")
+    browser.find_element(By.ID, "generate-button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "generate-status"), "evaluations"))
+    status = browser.find_element(By.ID, "generate-status").text
+    assert status.startswith("4 molecules: 40 evaluations") and "stopped by evaluations" in status
+    cards = browser.find_elements(By.CSS_SELECTOR, "#generate-results figure.molecule")
+    assert len(cards) == 4
+    assert [c.find_element(By.CSS_SELECTOR, ".rank").text for c in cards] == ["#1", "#2", "#3", "#4"]
+    drawings = browser.find_elements(By.CSS_SELECTOR, "#generate-results figure svg")
+    assert len(drawings) == 4 and all(d.find_elements(By.CSS_SELECTOR, "path") for d in drawings)
+    scores = [float(c.find_element(By.CSS_SELECTOR, ".score").text) for c in cards]
+    assert scores == sorted(scores, reverse=True)
+    shown = [c.get_attribute("data-smiles") for c in cards]
+    assert all(Chem.MolFromSmiles(s) is not None for s in shown)
+    assert [c.find_element(By.CSS_SELECTOR, "code.smiles").text for c in cards] == shown
+    # The page shows what the library finds with the server's settings (an evaluation-bound, seeded search).
+    config = generate_config(ServeGenerate(**TINY_GENERATE), str(assets.model_dir), 4, 10.0)
+    direct = generate(small_model, text, config, pool=load_pool(TINY_GENERATE["pool"], TINY_GENERATE["exclude"]))
+    assert shown == [r["smiles"] for r in direct["results"]]
+    assert scores[0] == pytest.approx(direct["results"][0]["total"], abs=1e-3)
+
+    # Editing: one molecule per lambda of the server's sweep, labelled with it.
+    edit_box = browser.find_element(By.ID, "generate-edit")
+    edit_box.send_keys("c1ccccc1O")
+    browser.find_element(By.ID, "generate-button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "generate-status"), "best per lambda for editing Oc1ccccc1"))
+    labels = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#generate-results figure .rank")]
+    assert labels == ["λ 0", "λ 1"]
+    # A bad edit SMILES is refused by the server and the page shows the field and the reason.
+    edit_box.clear()
+    edit_box.send_keys("C1CC(")
+    browser.find_element(By.ID, "generate-button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "generate-status"), "invalid SMILES"))
+    assert browser.find_element(By.ID, "generate-status").text.startswith("edit:")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#generate-results figure")
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "422" not in e["message"]]
+    assert not severe, severe

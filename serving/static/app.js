@@ -155,6 +155,51 @@ async function captionMolecule(event) {
   }
 }
 
+async function generateMolecules(event) {
+  event.preventDefault();
+  const text = $("generate-text").value;
+  const edit = $("generate-edit").value.trim();
+  const n = parseInt($("generate-n").value, 10) || 6;
+  const status = $("generate-status");
+  const results = $("generate-results");
+  status.textContent = "generating… (a search takes up to its time budget)";
+  status.classList.remove("error");
+  $("generate-button").disabled = true;
+  try {
+    const body = {text, n, draw: true};
+    if (edit) body.edit = edit;
+    const data = await post("/v1/generate", body);
+    results.replaceChildren();
+    for (const molecule of data.molecules) {
+      const card = el("figure", "molecule generated");
+      card.dataset.smiles = molecule.smiles;
+      const drawing = svgNode(molecule.svg);
+      if (drawing) card.appendChild(drawing);
+      const caption = el("figcaption");
+      const label = data.mode === "edit" ? `λ ${molecule.lambda}` : `#${molecule.rank}`;
+      caption.appendChild(el("span", "rank", label));
+      const score = el("span", "score", molecule.score.toFixed(3));
+      score.title = "score: MoMu cosine + 0.3 QED - 0.3 (SA-1)/9 - size penalty";
+      caption.appendChild(score);
+      caption.appendChild(el("span", "mol-id", `cosine ${molecule.cosine.toFixed(3)}`));
+      if (data.mode === "edit") caption.appendChild(el("span", "mol-id", `Tanimoto ${molecule.tanimoto.toFixed(2)}`));
+      else if (molecule.from_pool) caption.appendChild(el("span", "mol-id", "from the pool"));
+      caption.appendChild(el("code", "smiles", molecule.smiles));
+      card.appendChild(caption);
+      results.appendChild(card);
+    }
+    const what = data.mode === "edit" ? `best per lambda for editing ${data.edit}` : `${data.molecules.length} molecules`;
+    status.textContent = `${what}: ${data.evaluations.toLocaleString()} evaluations in ${data.seconds.toFixed(1)} s ` +
+      `(budget ${data.budget_seconds} s, stopped by ${data.stopped_by.split(",").join(", ")}; ${data.method})`;
+  } catch (err) {
+    results.replaceChildren();
+    status.textContent = err.message;
+    status.classList.add("error");
+  } finally {
+    $("generate-button").disabled = false;
+  }
+}
+
 async function showModel() {
   try {
     const headers = apiKey ? {"x-api-key": apiKey} : {};
@@ -164,6 +209,8 @@ async function showModel() {
     const parts = [`model ${data.model.name} (${data.model.version})`];
     for (const [name, info] of Object.entries(data.indexes)) parts.push(`${info.size.toLocaleString()} ${name}`);
     if (data.captioner) parts.push(`caption pool ${data.captioner.pool_size.toLocaleString()} (${data.captioner.kind})`);
+    if (data.generator) parts.push(`generation from a pool of ${data.generator.pool_size.toLocaleString()} ` +
+                                   `(up to ${data.generator.max_seconds} s)`);
     $("model-line").textContent = parts.join(" · ");
   } catch (err) {
     $("model-line").textContent = "";
@@ -173,6 +220,7 @@ async function showModel() {
 $("text-form").addEventListener("submit", searchMolecules);
 $("smiles-form").addEventListener("submit", searchTexts);
 $("caption-form").addEventListener("submit", captionMolecule);
+$("generate-form").addEventListener("submit", generateMolecules);
 $("key-button").addEventListener("click", () => {
   apiKey = $("api-key").value;
   sessionStorage.setItem("momu-api-key", apiKey);

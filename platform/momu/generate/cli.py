@@ -9,6 +9,14 @@ import math
 import time
 from pathlib import Path
 
+
+def _wrap(*paragraphs: str) -> str:
+    """Help text for RawDescriptionHelpFormatter parsers (raw, so that examples keep their lines)."""
+    import textwrap
+
+    return "\n\n".join(textwrap.fill(p, 100) for p in paragraphs)
+
+
 # (key, label, which direction is better); the order of MolT5's result tables.
 _ROWS = [
     ("bleu", "BLEU (SMILES characters)", "higher"),
@@ -29,17 +37,62 @@ def register(sub, groups) -> None:
 
     g = sub.add_parser(
         "generate", help="text -> molecules: MoMu-guided graph genetic algorithm (or --edit a molecule)",
-        description="Search molecule space with mol-ga's Graph GA operators for the molecules whose MoMu graph "
-                    "embedding is nearest the text's, under chemistry priors (QED, synthetic accessibility, "
-                    "heavy-atom window, allowed elements). Starts from pool molecules that are never ChEBI-20 test "
-                    "molecules. With --edit SMILES: start from that molecule and add lambda * Tanimoto(candidate, "
-                    "input) for each lambda of edit_lambdas, printing the best candidate per lambda.",
-        epilog='example: momu generate --text "The molecule is a monocarboxylic acid." --n 5 --budget_seconds 30')
-    g.add_argument("--text", required=True, help="the prompt (a ChEBI-20 style description)")
+        description=_wrap("Search molecule space with mol-ga's Graph GA operators for the molecules whose MoMu graph "
+                          "embedding is nearest the text's, under chemistry priors (QED, synthetic accessibility, "
+                          "heavy-atom window, allowed elements). Starts from pool molecules that are never ChEBI-20 "
+                          "test molecules. With --edit SMILES: start from that molecule and add lambda * "
+                          "Tanimoto(candidate, input) for each lambda of edit_lambdas, printing the best candidate "
+                          "per lambda."),
+        epilog='examples:\n  momu generate --text "The molecule is a monocarboxylic acid." --n 5 --budget_seconds 30\n'
+               '  momu generate batch --prompts prompts.txt --output runs/generate/prompts.parquet --n 5 '
+               '--budget_seconds 20\n(`momu generate batch --help`: many prompts at once, as parallel Ray tasks)',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--text", default=None, help="the prompt (a ChEBI-20 style description); required unless `batch`")
     g.add_argument("--edit", default=None, metavar="SMILES", help="editing mode: the molecule to edit")
     g.add_argument("--json", action="store_true", help="print the result as JSON")
+    g.add_argument("--verbose", action="store_true", help="(no Ray here; accepted for symmetry)")
     add_config_arguments(g, GenerateConfig)
     g.set_defaults(func=cmd_generate)
+    # `momu generate batch ...`: optional, so `momu generate --text ...` needs no subcommand.
+    actions = g.add_subparsers(dest="generate_action", metavar="ACTION", required=False)
+    b = actions.add_parser(
+        "batch", help="many prompts -> molecules: one parallel Ray task per prompt, results in one Parquet file",
+        description=_wrap(
+            "Run `momu generate` for every prompt of a file, each prompt as a Ray task (a worker loads the model "
+            "once and keeps it for its next prompts), and write one Parquet file.",
+            "Prompts: .txt (every line is a prompt; ids are line numbers) or .csv/.tsv/.parquet/.jsonl with a "
+            "`text` column and optional `id` (default: the row number) and `edit` (a SMILES: editing mode for that "
+            "row) columns. The config fields below apply to every prompt; --budget_seconds and --budget_evaluations "
+            "are per prompt.",
+            "Output rows: id, text, edit, status, reason, detail, rank, smiles, score (the GA's total), cosine, "
+            "qed, sa, lambda and tanimoto (editing), evaluations, generations, seconds, stopped_by. An answered "
+            "prompt has one row per molecule (editing: one per lambda); a failed prompt has one row with status "
+            "failed and its reason: empty_prompt or invalid_edit_smiles (checked before any work), timeout (its "
+            "task ran past --timeout and was cancelled) or exception (detail says which).",
+            "It prints answered + failed = total; the same summary is in the file's Parquet metadata "
+            "(momu.generate.batch.read_summary)."),
+        epilog="examples:\n"
+               "  momu generate batch --prompts prompts.txt --output runs/generate/out.parquet --n 5\n"
+               "  momu generate batch --prompts prompts.csv --output out.parquet --budget_seconds 20 "
+               "--budget_evaluations 1000 --workers 2\n"
+               "  momu generate batch --prompts prompts.jsonl --output out.parquet --pool.path "
+               "../shared/data/zinc250k/zinc250k.csv.gz --pool.exclude []",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--prompts", required=True, metavar="FILE",
+                   help="prompt file: .txt (one per line), .csv, .tsv, .parquet or .jsonl (text[, id, edit] columns)")
+    b.add_argument("--output", required=True, metavar="OUT.parquet", help="the Parquet file to write")
+    b.add_argument("--workers", type=int, default=None,
+                   help="prompts running at once (default: the cluster's CPUs / --cpus-per-task)")
+    b.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs reserved per prompt task (default: 1; "
+                                                                   "also its torch threads)")
+    b.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="cancel a prompt's task after this long and fail it with reason timeout (default: "
+                        "budget_seconds + 60, which covers a worker's start and model load)")
+    b.add_argument("--overwrite", action="store_true", help="replace OUT.parquet if it exists")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON")
+    b.add_argument("--verbose", action="store_true", help="Ray's own logging")
+    add_config_arguments(b, GenerateConfig)
+    b.set_defaults(func=cmd_generate_batch)
 
     p = groups["evaluate"].add_parser(
         "generation", help="text -> molecule generation: MolT5's metrics (BLEU, exact, Levenshtein, FTS, validity) "
@@ -142,6 +195,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from momu.generate.config import GenerateConfig
 
     config = config_from_args(GenerateConfig, args)
+    if args.text is None:
+        print("momu generate: error: give --text PROMPT (or `momu generate batch --prompts FILE --output "
+              "OUT.parquet` for many prompts)", file=sys.stderr)
+        return 2
     if not args.text.strip():
         print("momu generate: error: --text is empty", file=sys.stderr)
         return 2
@@ -192,4 +249,25 @@ def cmd_finetune_moflow(args: argparse.Namespace) -> int:
 
         print(f"MLflow run: {result.mlflow_run_id} in {resolve_tracking_uri(config.mlflow_tracking_uri)}"
               + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
+    return 0
+
+
+def cmd_generate_batch(args: argparse.Namespace) -> int:
+    import sys
+
+    from momu.cli import config_from_args
+    from momu.generate.batch import format_summary, run_batch
+    from momu.generate.config import GenerateConfig
+    from momu.models.loading import resolve_model_dir
+
+    config = config_from_args(GenerateConfig, args)
+    try:
+        resolve_model_dir(config.model)
+    except Exception as err:  # any load failure is one line naming the flag
+        print(f"momu generate batch: error: cannot load model {config.model!r} ({str(err).splitlines()[0]}); "
+              "pass --model NAME_OR_PATH", file=sys.stderr)
+        return 2
+    summary = run_batch(args.prompts, args.output, config, workers=args.workers, cpus_per_task=args.cpus_per_task,
+                        timeout=args.timeout, overwrite=args.overwrite, progress=not args.json)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0

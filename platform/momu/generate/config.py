@@ -39,8 +39,8 @@ class GenerateConfig(StrictModel):
     seed: int = 0
     budget_evaluations: int = Field(2000, ge=1, description="fitness evaluations (molecules embedded by the GIN), "
                                                             "start population included")
-    budget_seconds: float = Field(60.0, gt=0, description="wall-clock budget; the GA stops after the generation that "
-                                                          "crosses it")
+    budget_seconds: float = Field(60.0, gt=0, description="wall-clock budget, start population included; near it a "
+                                                          "generation is cut to what the time left can score")
     max_generations: int = Field(1000, ge=0)
     population_size: int = Field(100, ge=2)
     offspring_size: int = Field(100, ge=1)

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 from typing import Optional, Sequence
 
 from rdkit import Chem, DataStructs, RDConfig, RDLogger
@@ -87,7 +88,8 @@ class Scored:
 
 class Fitness:
     """Scores SMILES against one text embedding. Every molecule actually embedded by the GIN counts as one
-    evaluation (`evaluations`); results are cached by SMILES, so a repeat costs nothing."""
+    evaluation (`evaluations`); results are cached by SMILES, so a repeat costs nothing. `seconds` is the time
+    spent scoring new molecules (the GA's deadline uses the rate it gives)."""
 
     def __init__(self, model, text_embedding, config: GenerateConfig):
         self.model = model
@@ -96,6 +98,11 @@ class Fitness:
         self.allowed = set(config.allowed_elements)
         self.cache: dict[str, Scored] = {}
         self.evaluations = 0
+        self.seconds = 0.0
+
+    def seconds_per_evaluation(self) -> float:
+        """Mean scoring time of one new molecule so far (0.0 before the first)."""
+        return self.seconds / self.evaluations if self.evaluations else 0.0
 
     def prior(self, mol: Chem.Mol) -> tuple[float, float, float, int]:
         """(prior term of the total, QED, SA, heavy atoms) for a sanitised molecule."""
@@ -109,6 +116,7 @@ class Fitness:
     def score(self, smiles: Sequence[str]) -> list[Scored]:
         """Scores in input order; new molecules are embedded in one batched pass (sorted, so a molecule's
         embedding does not depend on the order candidates arrive in)."""
+        started = time.perf_counter()
         new = sorted({s for s in smiles if s not in self.cache})
         graphs: list[MolGraph] = []
         pending: list[tuple[str, float, float, float, int]] = []
@@ -135,7 +143,28 @@ class Fitness:
             for (s, prior, qed, sa, heavy), cos in zip(pending, cosines):
                 total = self.config.weights.cosine * cos + prior
                 self.cache[s] = Scored(s, total, cosine=cos, qed=qed, sa=sa, heavy_atoms=heavy)
+        if new:
+            self.seconds += time.perf_counter() - started
         return [self.cache[s] for s in smiles]
+
+
+def edit_input_problem(smiles: object, allowed_elements: Sequence[str]) -> Optional[str]:
+    """Why the editing mode cannot start from `smiles` (None: it can): not a SMILES string, unparseable, no
+    atoms, an element outside `allowed_elements`, or not featurizable. The checks of `Fitness.score`, said first."""
+    if not isinstance(smiles, str) or not smiles.strip():
+        return "no SMILES given"
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return f"{smiles!r} is not a valid SMILES (RDKit cannot parse it)"
+    if mol.GetNumAtoms() == 0:
+        return f"{smiles!r} has no atoms"
+    bad = sorted({a.GetSymbol() for a in mol.GetAtoms() if a.GetAtomicNum() > 1} - set(allowed_elements))
+    if bad:
+        return f"{smiles!r} contains {', '.join(bad)}, not among the allowed elements ({', '.join(allowed_elements)})"
+    graph = featurize_mol(mol)
+    if not isinstance(graph, MolGraph):
+        return f"{smiles!r} cannot be featurized ({graph.reason}: {graph.detail})"
+    return None
 
 
 def text_embedding(model, text: str):

@@ -26,6 +26,10 @@ from momu.generate.pool import load_pool
 # mol-ga's quantile sampling needs finite scores: inside the GA an unscorable molecule (-inf) gets this floor.
 _FLOOR = -1e9
 _STALL_GENERATIONS = 5  # generations in a row without one new molecule -> the search is stuck
+# Pool molecules scored per call while picking the start population (the time budget is checked between calls):
+# a first small chunk measures the scoring rate, the next ones fit the time left, at most _START_CHUNK.
+_FIRST_CHUNK = 8
+_START_CHUNK = 64
 _QUIET = logging.getLogger("momu.generate.ga.mol_ga")
 _QUIET.setLevel(logging.WARNING)
 
@@ -33,30 +37,44 @@ _QUIET.setLevel(logging.WARNING)
 def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], start: list[str],
             config: GenerateConfig, rng: random.Random, eval_budget: int, deadline: float) -> tuple[int, str]:
     """Run mol-ga one generation at a time (its scoring cache carries over, so the population is never
-    re-embedded) until `eval_budget` new GIN evaluations or `deadline` is reached. Returns (generations, why)."""
+    re-embedded) until `eval_budget` new GIN evaluations or `deadline` is reached. Returns (generations, why).
+
+    Near the deadline a generation is cut to the new molecules the time left can score, from the measured scoring
+    time per molecule and the generations' own time (operators, selection); when not even one more molecule fits,
+    the search ends there. So it ends about when the deadline falls instead of up to a whole generation after it.
+    While time is plentiful the cut never binds and the run is the same as with the evaluation budget alone."""
     base = fitness.evaluations
     cached = CachedBatchFunction(lambda smiles: [t if t > -math.inf else _FLOOR for t in objective(smiles)])
     population = set(start)
     generations, stalls = 0, 0
+    overhead = 0.0  # wall time of the generations run here, less their scoring time
     while True:
         remaining = eval_budget - (fitness.evaluations - base)
+        now = time.perf_counter()
         if remaining <= 0:
             return generations, "evaluations"
-        if time.perf_counter() >= deadline:
+        if now >= deadline:
             return generations, "seconds"
         if generations >= config.max_generations:
             return generations, "max_generations"
         if stalls >= _STALL_GENERATIONS:
             return generations, "stalled"
+        per_molecule = fitness.seconds_per_evaluation()
+        if per_molecule > 0:
+            per_generation = overhead / generations if generations else 0.0
+            affordable = int((deadline - now - per_generation) / per_molecule)
+            if affordable < 1:
+                return generations, "seconds"
+            remaining = min(remaining, affordable)
 
         def offspring(samples, n, gen_rng, parallel, remaining=remaining):
             kids = graph_ga_blended_generation(samples, n, gen_rng, parallel)
-            # Keep only as many never-scored molecules as the evaluation budget has left (a seeded choice).
+            # Keep only as many never-scored molecules as the budgets have left (a seeded choice).
             fresh = sorted(k for k in kids if k not in fitness.cache)
             gen_rng.shuffle(fresh)
             return (kids - set(fresh)) | set(fresh[:remaining])
 
-        before = fitness.evaluations
+        before, scoring = fitness.evaluations, fitness.seconds
         result = run_ga_maximization(
             scoring_func=cached, starting_population_smiles=population, sampling_func=uniform_quantile_sampling,
             offspring_gen_func=offspring, selection_func=heapq.nlargest, max_generations=1,
@@ -64,6 +82,7 @@ def _evolve(fitness: Fitness, objective: Callable[[list[str]], list[float]], sta
         population = {s for _, s in result.population}
         generations += 1
         stalls = stalls + 1 if fitness.evaluations == before else 0
+        overhead += (time.perf_counter() - now) - (fitness.seconds - scoring)
 
 
 def _summary(mode: str, text: str, config: GenerateConfig, fitness: Fitness, started: float, generations: int,
@@ -81,8 +100,9 @@ def generate(model, text: str, config: GenerateConfig, pool: Optional[list[str]]
     """Text -> the `config.n` best molecules found (ranked by total score, with cosine/QED/SA parts).
 
     Start population: `config.pool.sample` molecules drawn from the pool (never ChEBI-20 test molecules by
-    default), scored (these count as evaluations), and the `population_size` nearest to the text by cosine
-    (`pool.retrieval`) or best by total. `pool` overrides reading `config.pool.path`."""
+    default), scored (these count as evaluations; in chunks that stop at the time budget), and the
+    `population_size` nearest to the text by cosine (`pool.retrieval`) or best by total. `pool` overrides reading
+    `config.pool.path`."""
     started = time.perf_counter()
     rng = random.Random(config.seed)
     fitness = Fitness(model, text_embedding(model, text), config)
@@ -93,21 +113,32 @@ def generate(model, text: str, config: GenerateConfig, pool: Optional[list[str]]
         drawn = sorted(set(pool))
         rng.shuffle(drawn)
         drawn = drawn[:sample]
-    scored = [s for s in fitness.score(drawn) if s.total > -math.inf]
+    # Scored in chunks sized to the time left at the measured rate (the first, small, measures it): when the time
+    # budget runs out here (a slow machine, a large pool.sample), the search starts from, and ends with, what was
+    # scored so far.
+    deadline = started + config.budget_seconds
+    scored, seen, size = [], 0, _FIRST_CHUNK
+    while seen < len(drawn):
+        chunk = drawn[seen:seen + size]
+        scored += [s for s in fitness.score(chunk) if s.total > -math.inf]
+        seen += len(chunk)
+        left, per_molecule = deadline - time.perf_counter(), fitness.seconds_per_evaluation()
+        if left <= 0:
+            break
+        size = max(1, min(_START_CHUNK, int(left / per_molecule))) if per_molecule > 0 else _START_CHUNK
     if not scored:
-        raise ValueError(f"pool.path: none of the {len(drawn)} drawn molecules passes the priors (elements, "
+        raise ValueError(f"pool.path: none of the {seen} drawn molecules scored passes the priors (elements, "
                          "featurization)")
     key = (lambda s: s.cosine) if config.pool.retrieval else (lambda s: s.total)
     start = [s.smiles for s in sorted(scored, key=lambda s: (-key(s), s.smiles))[:config.population_size]]
     generations, stopped_by = _evolve(fitness, lambda smiles: [r.total for r in fitness.score(smiles)], start,
-                                      config, rng, config.budget_evaluations - fitness.evaluations,
-                                      started + config.budget_seconds)
+                                      config, rng, config.budget_evaluations - fitness.evaluations, deadline)
     in_pool = set(drawn)
     ranked = sorted((r for r in fitness.cache.values() if r.total > -math.inf), key=lambda r: (-r.total, r.smiles))
     results = [{"rank": i + 1, **r.as_dict(), "from_pool": r.smiles in in_pool}
                for i, r in enumerate(ranked[:config.n])]
     return _summary("generate", text, config, fitness, started, generations, stopped_by, results,
-                    pool_drawn=len(drawn), start_population=len(start))
+                    pool_drawn=len(drawn), pool_scored=seen, start_population=len(start))
 
 
 def _mutations(source: str, count: int, rng: random.Random) -> list[str]:

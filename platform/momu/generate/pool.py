@@ -4,6 +4,7 @@ files (ChEBI-20 test by default) by stereo-insensitive canonical SMILES."""
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import random
@@ -36,6 +37,25 @@ def read_smiles_column(path: str | Path) -> list[str]:
         return [row[col].replace("\\\\", "\\") for row in reader if len(row) > col and row[col].strip()]
 
 
+@functools.lru_cache(maxsize=16)
+def _file_rows(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    return tuple(read_smiles_column(path))
+
+
+@functools.lru_cache(maxsize=16)
+def _banned(path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    return frozenset(c for c in (canonical(s, isomeric=False) for s in _file_rows(path, mtime_ns, size)) if c)
+
+
+def _key(path: str | Path) -> tuple[str, int, int]:
+    """A file's cache key: a changed file (time or size) is read again."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"molecule file not found: {path}")
+    stat = path.stat()
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
 def canonical(smiles: str, isomeric: bool = True) -> str | None:
     mol = Chem.MolFromSmiles(smiles)
     return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=isomeric)
@@ -45,13 +65,14 @@ def load_pool(path: str | Path, exclude: list[str] | tuple[str, ...] = (), sampl
               rng: Optional[random.Random] = None) -> list[str]:
     """Unique canonical SMILES of the pool minus every molecule of the exclude files (compared without stereo,
     so a stereoisomer of an excluded molecule is removed too). With `sample`: that many, drawn with `rng` (only
-    the drawn rows are parsed, so a 250k-row pool costs little); else all, in file order."""
+    the drawn rows are parsed, so a 250k-row pool costs little); else all, in file order. The files are read
+    once per process (cached by path, size and modification time), so a worker running many prompts pays once."""
     banned: set[str] = set()
     for ex in exclude:
-        banned.update(c for c in (canonical(s, isomeric=False) for s in read_smiles_column(ex)) if c)
+        banned.update(_banned(*_key(ex)))
     seen: set[str] = set()
     out: list[str] = []
-    rows = read_smiles_column(path)
+    rows = list(_file_rows(*_key(path)))
     if sample is not None:
         (rng or random.Random(0)).shuffle(rows)
     for s in rows:

@@ -13,12 +13,15 @@ def register(sub, groups) -> None:
     from momu.serve.config import ServeConfig
 
     p = sub.add_parser(
-        "serve", help="run the Serve app (search/embed HTTP API + web page) locally on 127.0.0.1",
-        description="Start the MoMu Ray Serve application (serving/app.py: FastAPI ingress + encoder + index "
-                    "deployments) on 127.0.0.1 and block until Ctrl-C. --config takes a Serve config file "
+        "serve", help="run the Serve app (search/embed/caption/generate HTTP API + web page) locally on 127.0.0.1",
+        description="Start the MoMu Ray Serve application (serving/app.py: FastAPI ingress + encoder, index, "
+                    "captioner and generator deployments) on 127.0.0.1 and block until Ctrl-C. POST /v1/generate "
+                    "is on when --generate.pool names a molecule file (serving/config.yaml: the bundled ChEBI-20 "
+                    "train slice). --config takes a Serve config file "
                     "(default serving/config.yaml: its application's args and deployment options are used) or a "
                     "plain args YAML; the flags below override single args fields.",
-        epilog="Example: momu serve --model momu-cpu --molecule_index null --text_index null")
+        epilog="Example: momu serve --model momu-cpu --molecule_index null --text_index null "
+               "--generate.max_seconds 10")
     add_config_arguments(p, ServeConfig)
     p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's http_options.port, 8000)")
     p.add_argument("--address", default=None,
@@ -48,10 +51,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  for k, v in vars(args).items() if k.startswith("cfg:")}
     config_path = args.config or (root / "serving" / "config.yaml")
     config, options, http = load_serve_config(config_path, overrides)
-    for field in ("model", "molecule_index", "text_index", "caption_pool"):
-        value = getattr(config, field)
+    paths = {field: getattr(config, field) for field in ("model", "molecule_index", "text_index", "caption_pool")}
+    paths["generate.pool"] = config.generate.pool
+    for field, value in paths.items():
         local = resolve_path(value)
-        if value and "://" not in value and not value.startswith("models:/") and not Path(local).exists():
+        # resolve_path keeps URIs and shipped checkpoint names (momu-cpu) as given: only paths are checked here.
+        if value and Path(local).is_absolute() and not Path(local).exists():
             raise FileNotFoundError(f"{field}: {local} does not exist (give --{field} <path>"
                                     + (" or null)" if field != "model" else ")"))
 

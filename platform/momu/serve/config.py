@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from momu.config import DEFAULT_MODEL, StrictModel
 
@@ -28,6 +28,46 @@ class ServeBatching(StrictModel):
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=10.0, description="longest wait for a batch to fill")
 
 
+class ServeGenerate(StrictModel):
+    """POST /v1/generate: the MoMu-guided genetic algorithm of `momu generate` (momu.generate.ga) in a `Generator`
+    deployment holding its own copy of the served model and the start-molecule pool, with a hard time budget per
+    request. Off (503 not_configured) while `pool` is null."""
+
+    pool: Optional[str] = Field(None, description="start-molecule pool of POST /v1/generate: .tsv/.txt with a SMILES "
+                                "column or .csv[.gz] with a smiles column (read once when the replica starts); "
+                                "null: generation off")
+    exclude: list[str] = Field(default_factory=list, description="files whose molecules (SMILES column) are removed "
+                               "from the pool, stereo-insensitively (e.g. an evaluation split)")
+    default_seconds: float = Field(5.0, gt=0, description="time budget of a request that names none")
+    max_seconds: float = Field(20.0, gt=0, le=600, description="largest budget a request may ask for; keep it "
+                               "below http_options.request_timeout_s")
+    max_evaluations: int = Field(2000, ge=1, description="fitness evaluations (molecules embedded) per request at "
+                                 "most, start population included")
+    pool_sample: int = Field(200, ge=1, description="pool molecules drawn and scored per request to pick the start "
+                             "population")
+    population_size: int = Field(50, ge=2, description="GA population; smaller generations end closer to the "
+                                 "deadline")
+    offspring_size: int = Field(50, ge=1)
+    edit_lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
+                                      description="editing: one molecule per lambda of total + lambda * Tanimoto")
+    edit_seeds: int = Field(30, ge=0, description="editing: mutations of the input added to the start population")
+    seed: int = Field(0, description="GA seed: a request repeated under an evaluation-bound budget gives the same "
+                                     "molecules")
+
+    @field_validator("edit_lambdas")
+    @classmethod
+    def _lambdas(cls, value: list[float]) -> list[float]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("needs at least one lambda, all >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> "ServeGenerate":
+        if self.default_seconds > self.max_seconds:
+            raise ValueError(f"default_seconds ({self.default_seconds:g}) is above max_seconds ({self.max_seconds:g})")
+        return self
+
+
 class ServeConfig(StrictModel):
     """Arguments of the Serve application (`serving/app.py`, the `args:` of serving/config.yaml, `momu serve`).
 
@@ -48,7 +88,9 @@ class ServeConfig(StrictModel):
     caption_fusion_k: int = Field(10, ge=1, description="fusion: Tanimoto candidates re-ranked")
     caption_fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="fusion: weight of the MoMu "
                                          "graph<->caption cosine")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="encoder device; auto: cuda when available")
+    generate: ServeGenerate = Field(default_factory=ServeGenerate)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="encoder and generator device; auto: cuda when "
+                                                                    "available")
     torch_threads: Optional[int] = Field(1, ge=1, description="torch intra-op threads per encoder replica on CPU")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="encoder math: bf16 autocast (AMX CPUs, GPUs) "
                                                "is faster; embeddings differ from fp32 by ~1e-5 in cosine")
