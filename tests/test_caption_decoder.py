@@ -235,6 +235,13 @@ def test_exported_captioner_generates_and_reranks(tmp_path):
         assert result.caption in {n.caption for n in captioner._rerank_pool.caption_smiles([result.query_smiles],
                                                                                           k=4)[0].neighbours}
     assert reranked[2].reason == "unparseable"
+    # PMI rerank against a no-graph prior on the same vocabulary: still one of the k neighbours, scored by PMI.
+    no_graph = config.model_copy(update={"graph_memory": "none"})
+    prior_dir = export_captioner(tmp_path / "prior", no_graph, CaptionDecoder(no_graph).state_dict(), vocab,
+                                 str(resolve_vocab()), PUBLISHED_DIR / "momu-cpu", tmp_path / "pool",
+                                 generation={"beams": 2}, training={"data": {"val_fraction": 0.2}})
+    pmi = captioner.rerank_smiles(["CCO"], k=4, prior=DecoderCaptioner(prior_dir))[0]
+    assert pmi.similarity_kind == "decoder_mean_pmi" and pmi.caption in {n.caption for n in pmi.neighbours}
 
     # Selection on held-out pool molecules, leave-one-out: no query may be captioned with its own caption.
     from momu.caption.selection import held_out_rows, select_captioner

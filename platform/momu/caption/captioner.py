@@ -164,16 +164,20 @@ class DecoderCaptioner:
 
     @torch.no_grad()
     def rerank_smiles(self, smiles: Sequence[str], k: int = 10, rows_per_batch: int = 160,
-                      shuffle_graphs_seed: Optional[int] = None, exclude_ids: Optional[Sequence[str]] = None
-                      ) -> list[Union[CaptionResult, Rejection]]:
+                      shuffle_graphs_seed: Optional[int] = None, exclude_ids: Optional[Sequence[str]] = None,
+                      prior: Optional["DecoderCaptioner"] = None) -> list[Union[CaptionResult, Rejection]]:
         """Retrieve-and-rerank: of the k pool captions nearest by Tanimoto, return the one this graph makes most
-        likely under the decoder (mean token log-probability). The caption is a known molecule's description,
+        likely under the decoder (mean token log-probability). With `prior` (a no-graph decoder on the same
+        vocabulary) the score is the mean pointwise mutual information log p(token | graph) - log p(token), which
+        stops generic, merely fluent captions from winning. The caption is a known molecule's description,
         chosen by the decoder, and labelled so (RERANK_LABEL)."""
         if self.config.neighbour_memory:
             raise ValueError("rerank: a retrieve-and-edit decoder reads the neighbour caption itself; rerank with "
                              "a graph-only decoder")
         if k < 1:
             raise ValueError(f"k: must be >= 1, got {k}")
+        if prior is not None and prior.vocab.tokens != self.vocab.tokens:
+            raise ValueError("prior: its vocabulary differs from this decoder's (train both on the same captions)")
         from momu.caption.decoder import PAD, pad_ids
         from momu.caption.retrieval import RetrievalCaptioner
 
@@ -188,14 +192,22 @@ class DecoderCaptioner:
             pairs = [(j, n) for j in chunk for n in found[j]]
             inputs = GraphMemoryInputs.collate([feats[j][0] for j, _ in pairs], [feats[j][1] for j, _ in pairs])
             ids = pad_ids(self.vocab.encode([n.caption for _, n in pairs], self.config.max_length))
-            logp = torch.log_softmax(self.model(inputs.to(self.device), ids.to(self.device)).float(), -1)
             target = ids[:, 1:].to(self.device)
-            token = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * (target != PAD)
+            token = _token_log_probs(self.model, inputs.to(self.device), ids.to(self.device))
+            if prior is not None:
+                token = token - _token_log_probs(prior.model, inputs.to(prior.device), ids.to(prior.device))
+            token = token * (target != PAD)
             score = (token.sum(1) / (target != PAD).sum(1).clamp_min(1)).tolist()
             for j in chunk:
                 scored = [(score[p], n) for p, (jj, n) in enumerate(pairs) if jj == j]
                 best_score, best = max(scored, key=lambda s: s[0])
                 out[good[j]] = CaptionResult(canonical[good[j]], best.caption, f"rerank-{self.name}",
-                                             "decoder_mean_log_prob", [best] + [n for _, n in scored if n is not best],
-                                             RERANK_LABEL)
+                                             "decoder_mean_pmi" if prior is not None else "decoder_mean_log_prob",
+                                             [best] + [n for _, n in scored if n is not best], RERANK_LABEL)
         return out
+
+
+def _token_log_probs(model, inputs, ids):
+    """log p(ids[:, t+1] | ids[:, :t+1], memory) per position [B, L-1] (teacher forcing)."""
+    logp = torch.log_softmax(model(inputs, ids).float(), -1)
+    return logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)

@@ -44,6 +44,8 @@ def register(sub, groups) -> None:
     p.add_argument("--rerank", type=int, default=None, metavar="K",
                    help="with --model: instead of generating, return the pool caption the decoder finds most likely "
                         "among the K nearest by Tanimoto (retrieve-and-rerank)")
+    p.add_argument("--prior", default=None, metavar="CAPTIONER",
+                   help="with --rerank: a no-graph decoder; rank by what the graph adds (mean PMI)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.add_argument("--output", metavar="metrics.json", help="also write the metrics as JSON to this file")
     add_config_arguments(p, CaptionMetricsConfig)
@@ -189,7 +191,7 @@ def _evaluate_captioner(args: argparse.Namespace, config) -> int:
         "metrics.json"
     metrics = caption_split_with_decoder(args.model, args.split, output, limit=args.limit,
                                          shuffle_graphs=args.shuffle_graphs, with_meteor=config.meteor,
-                                         rerank_k=args.rerank)
+                                         rerank_k=args.rerank, prior_dir=args.prior)
     print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
     print(f"predictions: {metrics['predictions']}\nmetrics: {output.resolve()}")
     return 0
@@ -247,6 +249,8 @@ def _register_selection(groups) -> None:
     p.add_argument("--model", default="momu-cpu", help="MoMu model of the fusion captioners (default: momu-cpu)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N held-out molecules")
     p.add_argument("--no-generate", action="store_true", help="skip the decoder's own (slow) beam-search captions")
+    p.add_argument("--prior", default=None, metavar="CAPTIONER", help="a no-graph decoder trained on the same "
+                   "captions: adds the rerank-pmi rows (graph likelihood minus this prior's)")
     p.add_argument("--meteor", default="true", choices=["true", "false"], help="compute METEOR (needs WordNet)")
     p.add_argument("--output", default=None, metavar="JSON", help="where the table goes (default: beside the "
                                                                   "captioner, selection.json)")
@@ -258,6 +262,6 @@ def _cmd_selection(args: argparse.Namespace) -> int:
 
     output = Path(args.output) if args.output else Path(args.captioner) / "selection.json"
     result = select_captioner(args.captioner, args.model, output, limit=args.limit, generate=not args.no_generate,
-                              with_meteor=args.meteor == "true")
+                              with_meteor=args.meteor == "true", prior_dir=args.prior)
     print(f"best on {result['held_out_rows']} held-out molecules: {result['best']}\ntable: {output.resolve()}")
     return 0

@@ -6,6 +6,7 @@ molecules (the `val_fraction` of the pool its training never saw, by the same id
     tanimoto            the nearest other pool molecule's caption (nearest-neighbour copying: the floor to beat)
     fusion k / w        Tanimoto top-k re-ranked by w * MoMu cos(graph, candidate caption) + (1 - w) * Tanimoto
     rerank k            the decoder's likelihood over the k Tanimoto-nearest captions
+    rerank-pmi k        the same with the no-graph decoder's likelihood subtracted (--prior): what the graph adds
     decoder             the decoder's own beam-search caption
 
 each query leaving itself out of the pool (leave-one-out), scores them with MolT5's metrics and names the best
@@ -44,7 +45,7 @@ def _leave_one_out_tanimoto(pool, row: int) -> np.ndarray:
 def select_captioner(captioner_dir: str, model: str, output: Path, limit: Optional[int] = None,
                      fusion_ks: Sequence[int] = (5, 10, 20), fusion_weights: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                      rerank_ks: Sequence[int] = (3, 5, 10, 20), generate: bool = True, with_meteor: bool = True,
-                     log=print) -> dict:
+                     prior_dir: Optional[str] = None, log=print) -> dict:
     """Score every candidate captioner on the held-out rows (leave-one-out); writes and returns the table."""
     from momu.caption.captioner import DecoderCaptioner
     from momu.caption.retrieval import load_captioner
@@ -72,12 +73,16 @@ def select_captioner(captioner_dir: str, model: str, output: Path, limit: Option
             timing[f"fusion k={k} w={w:g}"] = time.perf_counter() - started
     smiles = [pool.smiles[r] for r in rows]
     own_ids = [pool.ids[r] for r in rows]
+    prior = DecoderCaptioner(prior_dir) if prior_dir else None
     if not captioner.config.neighbour_memory:
         for k in rerank_ks:
-            started = time.perf_counter()
-            results = captioner.rerank_smiles(smiles, k=k, exclude_ids=own_ids)
-            candidates[f"rerank k={k}"] = [getattr(r, "caption", "") for r in results]
-            timing[f"rerank k={k}"] = time.perf_counter() - started
+            for name, with_prior in (("rerank", None), ("rerank-pmi", prior)):
+                if name == "rerank-pmi" and prior is None:
+                    continue
+                started = time.perf_counter()
+                results = captioner.rerank_smiles(smiles, k=k, exclude_ids=own_ids, prior=with_prior)
+                candidates[f"{name} k={k}"] = [getattr(r, "caption", "") for r in results]
+                timing[f"{name} k={k}"] = time.perf_counter() - started
     if generate:
         started = time.perf_counter()
         results = captioner.caption_smiles(smiles, exclude_ids=own_ids)

@@ -88,7 +88,7 @@ def markdown_table(results: dict) -> str:
 
 def caption_split_with_decoder(captioner_dir: str, split_path: str, metrics_path: Path, limit=None,
                                shuffle_graphs: bool = False, with_meteor: bool = True, seed: int = 0,
-                               rerank_k=None) -> dict:
+                               rerank_k=None, prior_dir=None) -> dict:
     """Caption a split with a decoder captioner (generating, or reranking the rerank_k nearest pool captions;
     optionally with shuffled graphs), write MolT5-format predictions beside metrics_path and score them."""
     from momu.caption.captioner import DecoderCaptioner
@@ -103,13 +103,14 @@ def caption_split_with_decoder(captioner_dir: str, split_path: str, metrics_path
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     shuffle = seed if shuffle_graphs else None
-    results = (captioner.rerank_smiles(smiles, k=rerank_k, shuffle_graphs_seed=shuffle) if rerank_k else
+    prior = DecoderCaptioner(prior_dir) if prior_dir else None
+    results = (captioner.rerank_smiles(smiles, k=rerank_k, shuffle_graphs_seed=shuffle, prior=prior) if rerank_k else
                captioner.caption_smiles(smiles, shuffle_graphs_seed=shuffle))
     seconds = time.perf_counter() - started
     outputs = [r.caption if hasattr(r, "caption") else "" for r in results]
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    name = (f"rerank{rerank_k}-" if rerank_k else "") + captioner.name + ("-shuffled" if shuffle_graphs else "")
+    name = (f"rerank{'-pmi' if prior_dir else ''}{rerank_k}-" if rerank_k else "") + captioner.name + ("-shuffled" if shuffle_graphs else "")
     path = write_predictions(metrics_path.parent / f"predictions_{name}.tsv", smiles, references, outputs)
     scores = score_captions(references, outputs, with_meteor=with_meteor).as_dict()
     metrics = {"predictions": str(path), **scores, "captioner": name, "version": captioner.version,
