@@ -51,6 +51,23 @@ def mlflow_run(config: BaseModel, experiment: str, tracking_uri: Optional[str] =
         yield run
 
 
+@contextlib.contextmanager
+def optional_mlflow_run(config: BaseModel, enabled: bool, experiment: str, tracking_uri: Optional[str],
+                        run_name: str, data_summary: Optional[dict] = None) -> Iterator[tuple[Optional[str], Optional[str]]]:
+    """A training driver's MLflow run: (run_id, tracking_uri) inside an open run with the config as params and
+    data_summary.json logged, or (None, None) when MLflow is off."""
+    if not enabled:
+        yield None, None
+        return
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    with mlflow_run(config, experiment, uri, run_name=run_name) as run:
+        if data_summary is not None:
+            mlflow.log_dict(data_summary, "data_summary.json")
+        yield run.info.run_id, uri
+
+
 def log_momu_model(model_dir: str | Path, register_name: Optional[str] = None) -> str:
     """Log a saved MoMu directory to the active run as an MLflow pyfunc model (the directory travels as an
     artifact; weights stay safetensors) and register it. Returns a URI `load_momu` accepts:

@@ -147,10 +147,7 @@ def build_caption_data(pool, encoder: GraphFeatureEncoder, val_fraction: float, 
 
 def check_no_evaluated_molecules(data: CaptionData, exclude: Sequence[str]) -> None:
     """Raise if any training molecule is an evaluated one (a guard on top of the removal)."""
-    evaluated = []
-    for path in exclude:
-        rows = P.read_caption_source(path)
-        evaluated += [P.molecule_keys(c, s) for c, s in zip(rows.cids, rows.smiles)]
+    evaluated = [key for path in exclude for key in P.source_keys(P.read_caption_source(path))]
     keys = [P.molecule_keys(i.split(":", 1)[-1], s) for i, s in zip(data.ids, data.smiles)]
     report = P.remove_evaluated_molecules(keys, evaluated)
     leaked = {r: n for r, n in report.counts.items() if r in P.EVALUATED_REASONS}

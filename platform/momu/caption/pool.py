@@ -168,6 +168,11 @@ def read_caption_source(path: str | Path, name: Optional[str] = None) -> SourceR
                       [t[0] for t in table.column("texts").to_pylist()], result.report.rows_malformed)
 
 
+def source_keys(rows: SourceRows) -> list[MoleculeKeys]:
+    """The removal keys of every row of a caption source."""
+    return [molecule_keys(c, s) for c, s in zip(rows.cids, rows.smiles)]
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -192,12 +197,12 @@ def build_pool(sources: Sequence[tuple[str, str | Path]], exclude: Sequence[str 
     evaluated_keys, excluded = [], []
     for path in exclude:
         rows = read_caption_source(path)
-        evaluated_keys += [molecule_keys(c, s) for c, s in zip(rows.cids, rows.smiles)]
+        evaluated_keys += source_keys(rows)
         excluded.append({"path": str(rows.path.resolve()), "sha256": file_sha256(rows.path), "rows": len(rows.cids)})
     keys, cids, captions, names, sources_info = [], [], [], [], []
     for name, path in sources:
         rows = read_caption_source(path, name)
-        keys += [molecule_keys(c, s) for c, s in zip(rows.cids, rows.smiles)]
+        keys += source_keys(rows)
         cids += rows.cids
         captions += rows.captions
         names += [rows.name] * len(rows.cids)

@@ -256,19 +256,10 @@ def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, lo
     init_ray_if_needed()
     data_ref = ray.put({"data": data, "caption_ids": caption_ids, "vocab_tokens": vocab.tokens,
                         "vocab_file": vocab_file})
-    run_id = tracking_uri = None
-    mlflow_ctx = _null()
-    if log_to_mlflow:
-        import mlflow
+    from momu.tracking import optional_mlflow_run
 
-        from momu.tracking import mlflow_run, resolve_tracking_uri
-
-        tracking_uri = resolve_tracking_uri(cfg.mlflow_tracking_uri)
-        mlflow_ctx = mlflow_run(cfg, cfg.mlflow_experiment, tracking_uri, run_name=run_name)
-    with mlflow_ctx as run:
-        if run is not None:
-            run_id = run.info.run_id
-            mlflow.log_dict(summary, "data_summary.json")
+    with optional_mlflow_run(cfg, log_to_mlflow, cfg.mlflow_experiment, cfg.mlflow_tracking_uri, run_name,
+                             summary) as (run_id, tracking_uri):
         trainer = make_torch_trainer(
             train_func, {"config": cfg.model_dump(mode="json"), "data_ref": data_ref, "resume_from": resume_from,
                          "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri},
@@ -293,6 +284,8 @@ def run_caption_training(cfg: CaptionTrainConfig, log_to_mlflow: bool = True, lo
                                    "data": summary, "final_metrics": _plain(metrics)})
         model_uri = None
         if run_id:
+            import mlflow
+
             mlflow.log_metrics({f"final_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
             model_uri = _log_captioner(export_dir, cfg.register_model_name)
     return {"run_name": run_name, "captioner": str(export_dir), "checkpoint": result.checkpoint.path,
@@ -318,12 +311,3 @@ def _log_captioner(export_dir: Path, register_name: Optional[str]) -> str:
         return info.model_uri
     version = mlflow.register_model(info.model_uri, register_name)
     return f"models:/{register_name}/{version.version}"
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-

@@ -7,6 +7,13 @@ from pydantic import Field, field_validator
 from momu.config import DEFAULT_MODEL, StrictModel
 
 
+def check_edit_lambdas(value: list[float]) -> list[float]:
+    """Editing's lambda sweep: at least one lambda, none negative (the CLI's and the server's settings)."""
+    if not value or any(v < 0 for v in value):
+        raise ValueError("needs at least one lambda, all >= 0")
+    return value
+
+
 class PriorWeights(StrictModel):
     """total = cosine * cosine(text, graph) + qed * QED - sa * (SA - 1) / 9 - size * (heavy atoms outside the
     window). Disallowed elements are a hard constraint (total -inf), like unparseable/unfeaturizable molecules."""
@@ -60,9 +67,7 @@ class GenerateConfig(StrictModel):
     @field_validator("edit_lambdas")
     @classmethod
     def _lambdas(cls, value: list[float]) -> list[float]:
-        if not value or any(v < 0 for v in value):
-            raise ValueError("needs at least one lambda, all >= 0")
-        return value
+        return check_edit_lambdas(value)
 
     @field_validator("allowed_elements")
     @classmethod

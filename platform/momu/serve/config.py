@@ -57,9 +57,9 @@ class ServeGenerate(StrictModel):
     @field_validator("edit_lambdas")
     @classmethod
     def _lambdas(cls, value: list[float]) -> list[float]:
-        if not value or any(v < 0 for v in value):
-            raise ValueError("needs at least one lambda, all >= 0")
-        return value
+        from momu.generate.config import check_edit_lambdas
+
+        return check_edit_lambdas(value)
 
     @model_validator(mode="after")
     def _default_within_max(self) -> "ServeGenerate":

@@ -302,19 +302,10 @@ def run_moflow_training(cfg: MoFlowTrainConfig, log_to_mlflow: bool = True,
     for ds in splits:
         ds.context.enable_progress_bars = verbose()
         ds.context.print_on_execution_start = verbose()
-    run_id = tracking_uri = None
-    mlflow_ctx = _nullcontext()
-    if log_to_mlflow:
-        from momu.tracking import mlflow_run, resolve_tracking_uri
+    from momu.tracking import optional_mlflow_run
 
-        tracking_uri = resolve_tracking_uri(cfg.mlflow_tracking_uri)
-        mlflow_ctx = mlflow_run(cfg, cfg.mlflow_experiment, tracking_uri, run_name=run_name)
-    with mlflow_ctx as run:
-        if run is not None:
-            import mlflow
-
-            run_id = run.info.run_id
-            mlflow.log_dict(summary, "data_summary.json")
+    with optional_mlflow_run(cfg, log_to_mlflow, cfg.mlflow_experiment, cfg.mlflow_tracking_uri, run_name,
+                             summary) as (run_id, tracking_uri):
         trainer = make_torch_trainer(
             train_func, {"config": cfg.model_dump(mode="json"), "init_batch": init_batch, "heldout": held_lists,
                          "mlflow_run_id": run_id, "mlflow_tracking_uri": tracking_uri,
@@ -377,10 +368,3 @@ def _log_and_register(cfg: MoFlowTrainConfig, model_dir: Path, metrics: dict, sa
     version = mlflow.register_model(info.model_uri, cfg.register_model_name)
     return f"models:/{cfg.register_model_name}/{version.version}"
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
