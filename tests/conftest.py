@@ -57,3 +57,60 @@ def ray_local():
         start_local_ray(2, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+def _alive_cpu_actors(ray) -> list[tuple[str, str, str, float]]:
+    """(class, name, namespace, CPUs) of every alive actor holding CPUs, read from the GCS (the state API needs the
+    dashboard, which the tests' local Ray runs without)."""
+    from ray.core.generated import gcs_pb2
+
+    accessor = ray._private.state.state._connect_and_get_accessor()
+    found = []
+    for raw in accessor.get_actor_table(None, "ALIVE"):
+        actor = gcs_pb2.ActorTableData.FromString(raw)
+        cpus = dict(actor.required_resources).get("CPU", 0)
+        if cpus:
+            found.append((actor.class_name, actor.name, actor.ray_namespace, cpus))
+    return found
+
+
+def _ray_cpu_holders(ray) -> list[str]:
+    """Alive actors holding CPUs and placement groups not removed, one line each."""
+    from ray.util import placement_group_table
+
+    lines = [f"actor {cls} ({name or 'unnamed'}) CPU {cpus:g}" for cls, name, _, cpus in _alive_cpu_actors(ray)]
+    lines += [f"placement group {pg_id} {pg.get('state')} bundles {pg.get('bundles')}"
+              for pg_id, pg in placement_group_table().items() if pg.get("state") != "REMOVED"]
+    return lines
+
+
+@pytest.fixture(autouse=True, scope="module")
+def ray_cpus_come_back(request):
+    """After each test file that used the shared Ray, every CPU must come back within a minute: an actor, task or
+    placement group left holding one makes a later Ray Train job wait for its workers forever (on 2 CPUs)."""
+    yield
+    if "ray" not in sys.modules:
+        return
+    import time
+
+    import ray
+
+    if not ray.is_initialized():
+        return
+    deadline = time.monotonic() + 60
+    while True:
+        total = ray.cluster_resources().get("CPU", 0)
+        free = ray.available_resources().get("CPU", 0)
+        if free >= total or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if free < total:
+        holders = _ray_cpu_holders(ray)
+        for _, name, namespace, _ in _alive_cpu_actors(ray):  # free named ones, so that later files still run
+            if name:
+                try:
+                    ray.kill(ray.get_actor(name, namespace=namespace))
+                except Exception:
+                    pass
+        pytest.fail(f"{request.module.__name__} left {total - free:g} of {total:g} CPUs held after 60 s: "
+                    + ("; ".join(holders) or "no actor or placement group holds them (a task still running?)"))
