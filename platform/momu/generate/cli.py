@@ -94,6 +94,27 @@ def register(sub, groups) -> None:
     add_config_arguments(b, GenerateConfig)
     b.set_defaults(func=cmd_generate_batch)
 
+    from momu.generate.text2mol import Text2MolConfig
+
+    t = actions.add_parser(
+        "predict", help="Benchmark B: one method's molecules for the first N ChEBI-20 test descriptions, as a "
+                        "MolT5-format predictions file",
+        description=_wrap(
+            "Write a predictions file (description, ground truth, output; tab-separated, MolT5's format) for the "
+            "first --limit rows of ChEBI-20 test, with one --method: random (a seeded random ZINC250k molecule), "
+            "retrieval (the ChEBI-20 train molecule, test molecules removed, nearest the text by MoMu cosine), ga "
+            "(the MoMu-guided GA's best molecule, as `momu generate batch` Ray tasks) or molt5 (MolT5's released "
+            "outputs for the same descriptions). Score it with `momu evaluate generation --predictions FILE "
+            "--model MODEL`."),
+        epilog="examples:\n  momu generate predict --method retrieval --limit 500 --output runs/text2mol/retrieval.tsv\n"
+               "  momu generate predict --method ga --budget_seconds 10 --output runs/text2mol/ga.tsv\n"
+               "  momu evaluate generation --predictions runs/text2mol/ga.tsv --model momu-cpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_config_arguments(t, Text2MolConfig)
+    t.set_defaults(func=cmd_generate_predict)
+
     p = groups["evaluate"].add_parser(
         "generation", help="text -> molecule generation: MolT5's metrics (BLEU, exact, Levenshtein, FTS, validity) "
                            "and FCD",
@@ -109,6 +130,9 @@ def register(sub, groups) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.add_argument("--output", default=None, metavar="METRICS_JSON", help="also write the metrics to this JSON file")
     p.add_argument("--device", default=None, help="torch device for ChemNet (default: cuda if available, else cpu)")
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="also score MoMu's cosine(description, molecule) with this model (published name, directory "
+                        "or models:/ URI), in place of Text2Mol; needs a description column")
     p.set_defaults(func=cmd_evaluate_generation)
 
     from momu.generate.editing import EditingBenchmarkConfig
@@ -158,6 +182,11 @@ def format_table(metrics: dict) -> str:
             value = metrics[key]
             text = "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
             lines.append(f"{label:<26} {text:>9}  {better}")
+    if metrics.get("momu_cosine_model"):
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"{'MoMu cosine(text, output)':<26} {fmt(metrics['momu_cosine']):>9}  higher  "
+                     f"({metrics['momu_cosine_n']} readable outputs; ground truth "
+                     f"{fmt(metrics['momu_cosine_ground_truth'])}; {metrics['momu_cosine_model']})")
     lines.append(f"rows {metrics['n']}, valid outputs {metrics['n_valid']}, "
                  f"fingerprint pairs {metrics['n_fingerprint_pairs']}")
     if "fcd" in metrics:
@@ -177,6 +206,22 @@ def cmd_evaluate_generation(args: argparse.Namespace) -> int:
     references, predictions = read_predictions(args.predictions)
     start = time.perf_counter()
     metrics = generation_metrics(references, predictions, with_fcd=not args.no_fcd, fcd_device=args.device)
+    if args.model:
+        import sys
+
+        from momu.generate.metrics import text_molecule_cosine
+        from momu.generate.predictions import read_descriptions
+        from momu.models.loading import load_momu
+
+        try:
+            descriptions = read_descriptions(args.predictions)
+            model = load_momu(args.model)
+        except Exception as err:  # one line naming the flag or the file
+            print(f"momu evaluate generation: error: --model {args.model!r}: {str(err).splitlines()[0]}",
+                  file=sys.stderr)
+            return 2
+        metrics.update(text_molecule_cosine(model, descriptions, references, predictions))
+        metrics["momu_cosine_model"] = args.model
     result = {"predictions": str(Path(args.predictions).resolve()),
               **{k: _json_safe(v) for k, v in metrics.items()},
               "seconds": round(time.perf_counter() - start, 2)}
@@ -304,6 +349,26 @@ def cmd_finetune_moflow(args: argparse.Namespace) -> int:
 
         print(f"MLflow run: {result.mlflow_run_id} in {resolve_tracking_uri(config.mlflow_tracking_uri)}"
               + (f"\nregistered: {result.model_uri}" if result.model_uri else ""))
+    return 0
+
+
+def cmd_generate_predict(args: argparse.Namespace) -> int:
+    import sys
+
+    from momu.cli import config_from_args
+    from momu.generate.text2mol import Text2MolConfig, run_predict
+
+    config = config_from_args(Text2MolConfig, args)
+    try:
+        summary = run_predict(config, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"momu generate predict: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['method']}: {summary['rows']} rows ({summary['empty_outputs']} without a molecule) in "
+              f"{summary['seconds']:.0f} s -> {summary['output']}")
     return 0
 
 

@@ -215,3 +215,38 @@ def generation_metrics(references: Sequence[str], predictions: Sequence[str], *,
     if with_fcd:
         result.update(fcd_common_pad(references, predictions, device=fcd_device))
     return result
+
+
+def text_molecule_cosine(model, descriptions: Sequence[str], references: Sequence[str],
+                         predictions: Sequence[str], batch_size: int = 256) -> dict:
+    """MoMu's cosine(text, molecule) in place of Text2Mol (not computable offline): the mean over the outputs the
+    GIN can read (an unreadable output has no embedding; `cosine_n` says how many counted) and, as the ceiling
+    the metric allows, the mean over the ground-truth molecules."""
+    import torch
+
+    from momu.chem.featurize import MolGraph, featurize_smiles
+
+    def mean_cosine(smiles: Sequence[str]) -> tuple[Optional[float], int]:
+        rows, graphs, kept = [], [], []
+        for i, s in enumerate(smiles):
+            graph = featurize_smiles(s) if s and s.strip() else None
+            if isinstance(graph, MolGraph):
+                rows.append(i)
+                graphs.append(graph)
+                kept.append(s)
+        if not graphs:
+            return None, 0
+        with torch.no_grad():
+            g = model.embed_graphs(graphs, batch_size=batch_size,
+                                   smiles=kept if model.uses_fingerprints else None).float()
+            t = model.embed_texts([descriptions[i] for i in rows]).float()
+        return float((g * t).sum(dim=1).mean()), len(rows)
+
+    _check_pairs(references, predictions)
+    if len(descriptions) != len(predictions):
+        raise ValueError(f"{len(descriptions)} descriptions for {len(predictions)} predictions")
+    with _rdkit_quiet():
+        out, n_out = mean_cosine(predictions)
+        ref, n_ref = mean_cosine(references)
+    return {"momu_cosine": out, "momu_cosine_n": n_out, "momu_cosine_ground_truth": ref,
+            "momu_cosine_ground_truth_n": n_ref}

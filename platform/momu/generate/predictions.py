@@ -72,3 +72,18 @@ def read_predictions(path: str | Path) -> tuple[list[str], list[str]]:
             raise ValueError(f"{path}: row {i + 1}: empty reference in column {ref_col!r}")
     # Strings are kept as written (no stripping): BLEU and Levenshtein score the raw strings, as MolT5 does.
     return [str(r) for r in references], ["" if p is None else str(p) for p in predictions]
+
+
+def read_descriptions(path: str | Path) -> list[str]:
+    """The `description` (or `text`) column of a predictions file, row-aligned with `read_predictions`: the
+    prompts, for scoring text-molecule agreement."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(path).names
+        column = _pick(columns, ("description", "text"), "description", path)
+        return [str(v or "") for v in pq.read_table(path, columns=[column]).column(column).to_pylist()]
+    columns, rows = _read_text_table(path, "," if path.suffix.lower() == ".csv" else "\t")
+    column = _pick(columns, ("description", "text"), "description", path)
+    return [str(row.get(column) or "") for row in rows]
