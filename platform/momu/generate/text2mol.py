@@ -34,9 +34,10 @@ class Text2MolConfig(StrictModel):
     test_path: str = Field("../shared/data/chebi20/test.txt", description="ChEBI-20 test (CID, SMILES, description)")
     limit: Optional[int] = Field(500, ge=1, description="the first N test rows (the documented subset; null: all)")
     pool_path: str = Field("../shared/data/chebi20/train_cid_smiles_superset.tsv",
-                           description="retrieval pool (ChEBI-20 train molecules)")
+                           description="retrieval pool and the GA's start pool (ChEBI-20 train molecules)")
     exclude: list[str] = Field(default_factory=lambda: ["../shared/data/chebi20/test.txt"],
-                               description="files whose molecules are removed from the retrieval pool")
+                               description="files whose molecules are removed from the pool (by SMILES, "
+                                           "stereo-insensitively)")
     random_path: str = Field("../shared/data/zinc250k/zinc250k.csv.gz", description="molecules of the random row")
     molt5_path: str = Field("../shared/data/molt5_predictions/molt5-small-caption2smiles.txt",
                             description="MolT5 released caption2smiles file (method molt5)")
@@ -111,7 +112,8 @@ def predict_ga(rows: list[dict], config: Text2MolConfig, progress: bool = True) 
     from momu.generate.config import GenerateConfig
 
     gen = GenerateConfig(model=config.model, n=1, seed=config.seed, budget_seconds=config.budget_seconds,
-                         budget_evaluations=config.budget_evaluations)
+                         budget_evaluations=config.budget_evaluations,
+                         pool={"path": config.pool_path, "exclude": config.exclude})
     with tempfile.TemporaryDirectory(prefix="momu-text2mol-") as tmp:
         prompts = Path(tmp) / "prompts.tsv"
         with prompts.open("w", encoding="utf-8") as handle:
