@@ -46,9 +46,14 @@ def small_model(small_model_config):
     return build_model(small_model_config)
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for the whole session, on loopback, shut down at the end."""
+@pytest.fixture(scope="module")
+def ray_local(request):
+    """A local Ray on loopback for one test file, shut down after it, once every CPU has come back.
+
+    Per file, not per session (~8 s a file): one driver process that has run many Ray Train runs and Ray Data
+    passes was seen (Ray 2.60, twice) to miss an actor's ALIVE notification, so a later Ray Data stage waited for
+    its actor forever; a fresh Ray per file never did. The CPU check catches the other way a file can break the
+    next: an actor, task or placement group left holding a CPU, which makes a later Ray Train job wait forever."""
     import ray
 
     if not ray.is_initialized():
@@ -56,7 +61,10 @@ def ray_local():
 
         start_local_ray(2, log_to_driver=False, configure_logging=False)
     yield ray
-    ray.shutdown()
+    try:
+        _check_cpus_come_back(ray, request.module.__name__)
+    finally:
+        ray.shutdown()
 
 
 def _alive_cpu_actors(ray) -> list[tuple[str, str, str, float]]:
@@ -84,20 +92,10 @@ def _ray_cpu_holders(ray) -> list[str]:
     return lines
 
 
-@pytest.fixture(autouse=True, scope="module")
-def ray_cpus_come_back(request):
-    """After each test file that used the shared Ray, every CPU must come back within a minute: an actor, task or
-    placement group left holding one makes a later Ray Train job wait for its workers forever (on 2 CPUs)."""
-    yield
-    if "ray" not in sys.modules:
-        return
+def _check_cpus_come_back(ray, module: str, wait_s: float = 60.0) -> None:
     import time
 
-    import ray
-
-    if not ray.is_initialized():
-        return
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + wait_s
     while True:
         total = ray.cluster_resources().get("CPU", 0)
         free = ray.available_resources().get("CPU", 0)
@@ -106,11 +104,5 @@ def ray_cpus_come_back(request):
         time.sleep(1)
     if free < total:
         holders = _ray_cpu_holders(ray)
-        for _, name, namespace, _ in _alive_cpu_actors(ray):  # free named ones, so that later files still run
-            if name:
-                try:
-                    ray.kill(ray.get_actor(name, namespace=namespace))
-                except Exception:
-                    pass
-        pytest.fail(f"{request.module.__name__} left {total - free:g} of {total:g} CPUs held after 60 s: "
+        pytest.fail(f"{module} left {total - free:g} of {total:g} CPUs held after {wait_s:g} s: "
                     + ("; ".join(holders) or "no actor or placement group holds them (a task still running?)"))

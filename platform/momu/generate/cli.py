@@ -30,6 +30,33 @@ _ROWS = [
 ]
 
 
+def _config_job(parent, name: str, cls, func, json_help: str, **parser_kwargs) -> argparse.ArgumentParser:
+    """A subcommand driven by one config object: its fields as flags, plus --json and --quiet."""
+    from momu.cli import add_config_arguments
+
+    parser = parent.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **parser_kwargs)
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_config_arguments(parser, cls)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _load_model(name: str, command: str):
+    """The MoMu model, or None after one error line naming the flag (any load failure: a missing directory, a
+    model hub that cannot be reached, a damaged file)."""
+    import sys
+
+    from momu.models.loading import load_momu
+
+    try:
+        return load_momu(name)
+    except Exception as err:
+        print(f"{command}: error: cannot load model {name!r} ({(str(err).splitlines() or [''])[0]}); pass --model "
+              "NAME_OR_PATH", file=sys.stderr)
+        return None
+
+
 def register(sub, groups) -> None:
     """Add `momu generate` (top level) and `evaluate generation` (to the `evaluate` group)."""
     from momu.cli import add_config_arguments
@@ -96,8 +123,8 @@ def register(sub, groups) -> None:
 
     from momu.generate.text2mol import Text2MolConfig
 
-    t = actions.add_parser(
-        "predict", help="Benchmark B: one method's molecules for the first N ChEBI-20 test descriptions, as a "
+    _config_job(
+        actions, "predict", Text2MolConfig, cmd_generate_predict, "print the summary as JSON", help="Benchmark B: one method's molecules for the first N ChEBI-20 test descriptions, as a "
                         "MolT5-format predictions file",
         description=_wrap(
             "Write a predictions file (description, ground truth, output; tab-separated, MolT5's format) for the "
@@ -108,12 +135,7 @@ def register(sub, groups) -> None:
             "--model MODEL`."),
         epilog="examples:\n  momu generate predict --method retrieval --limit 500 --output runs/text2mol/retrieval.tsv\n"
                "  momu generate predict --method ga --budget_seconds 10 --output runs/text2mol/ga.tsv\n"
-               "  momu evaluate generation --predictions runs/text2mol/ga.tsv --model momu-cpu",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--json", action="store_true", help="print the summary as JSON")
-    t.add_argument("--quiet", action="store_true", help="no progress lines")
-    add_config_arguments(t, Text2MolConfig)
-    t.set_defaults(func=cmd_generate_predict)
+               "  momu evaluate generation --predictions runs/text2mol/ga.tsv --model momu-cpu")
 
     p = groups["evaluate"].add_parser(
         "generation", help="text -> molecule generation: MolT5's metrics (BLEU, exact, Levenshtein, FTS, validity) "
@@ -137,8 +159,9 @@ def register(sub, groups) -> None:
 
     from momu.generate.editing import EditingBenchmarkConfig
 
-    p = groups["evaluate"].add_parser(
-        "editing", help="Benchmark A: MoleculeSTM's text-guided editing tasks 101-108, hit ratios against controls",
+    _config_job(
+        groups["evaluate"], "editing", EditingBenchmarkConfig, cmd_evaluate_editing,
+        "print the results as JSON instead of a table", help="Benchmark A: MoleculeSTM's text-guided editing tasks 101-108, hit ratios against controls",
         description=_wrap(
             "Edit each of MoleculeSTM's 200 ZINC inputs towards each task's prompt ('This molecule is soluble in "
             "water.', ...) and judge the edit by the RDKit descriptor the task names: loose (any move the right way, "
@@ -152,12 +175,7 @@ def register(sub, groups) -> None:
             "candidates.jsonl (every input x method: candidates, their property values, hits, or why it failed)."),
         epilog="examples:\n  momu evaluate editing --limit 20 --tasks '[101, 102]'\n"
                "  momu evaluate editing --model runs/models/momu --budget_evaluations 500 --output_dir "
-               "runs/evaluate-editing/full",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    add_config_arguments(p, EditingBenchmarkConfig)
-    p.set_defaults(func=cmd_evaluate_editing)
+               "runs/evaluate-editing/full")
 
     from momu.cli import add_job_arguments
     from momu.generate.moflow.config import MoFlowTrainConfig
@@ -246,14 +264,8 @@ def cmd_evaluate_editing(args: argparse.Namespace) -> int:
     from momu.generate.editing import EditingBenchmarkConfig, format_results, run_editing_benchmark
 
     config = config_from_args(EditingBenchmarkConfig, args)
-    model = None
-    try:
-        from momu.models.loading import load_momu
-
-        model = load_momu(config.model)
-    except Exception as err:  # any load failure is one line naming the flag
-        print(f"momu evaluate editing: error: cannot load model {config.model!r} ({str(err).splitlines()[0]}); "
-              "pass --model NAME_OR_PATH", file=sys.stderr)
+    model = _load_model(config.model, "momu evaluate editing")
+    if model is None:
         return 2
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -310,13 +322,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"momu generate: error: --edit {args.edit!r} is not a valid SMILES", file=sys.stderr)
             return 2
     from momu.generate.ga import edit, generate
-    from momu.models.loading import load_momu
 
-    try:
-        model = load_momu(config.model)
-    except Exception as err:  # any load failure is one line naming the flag
-        print(f"momu generate: error: cannot load model {config.model!r} ({str(err).splitlines()[0]}); "
-              "pass --model NAME_OR_PATH", file=sys.stderr)
+    model = _load_model(config.model, "momu generate")
+    if model is None:
         return 2
     result = edit(model, args.text, args.edit, config) if args.edit is not None else generate(model, args.text, config)
     print(json.dumps(result, indent=2) if args.json else format_generation(result))
