@@ -267,6 +267,34 @@ def test_latent_optimisation_raises_the_cosine_and_batches_seeds(momu_cpu, mode)
     assert summary["best_cosine"] == max(r.cosine for r in results) and 0 < summary["novelty"] <= 1
 
 
+def test_generate_method_moflow_ranks_distinct_molecules_and_refuses_editing(tmp_path, capsys):
+    import json
+
+    from momu.cli import main
+    from momu.generate.moflow.model import save_moflow
+
+    atoms, bonds, _ = encode_dense(SMILES)
+    model_dir = save_moflow(initialised(tiny_config(), atoms, bonds), tmp_path / "moflow")
+    flags = ["generate", "--text", "The molecule is an aromatic carboxylic acid.", "--method", "moflow",
+             "--moflow.model", str(model_dir), "--moflow.optimise.seeds", "4", "--moflow.optimise.steps", "2",
+             "--n", "3"]
+    assert main([*flags, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "moflow" and result["summary"]["seeds"] == 4 and 1 <= len(result["results"]) <= 3
+    cosines = [r["cosine"] for r in result["results"]]
+    assert cosines == sorted(cosines, reverse=True) and len({r["smiles"] for r in result["results"]}) == len(cosines)
+    assert all(Chem.MolFromSmiles(r["smiles"]) is not None for r in result["results"])
+    assert main(flags) == 0
+    assert "MoFlow latent optimisation (momu-exact): 4 seeds x 2 steps" in capsys.readouterr().out
+    # one clear line each: editing, a missing MoFlow model, no model given
+    assert main([*flags, "--edit", "CCO"]) == 2
+    assert main([*flags[:6], str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--edit needs --method ga" in err[0] and "moflow.model" in err[1] and len(err) == 2
+    assert main(["generate", "--text", "x", "--method", "moflow"]) == 2
+    assert "moflow.model" in capsys.readouterr().err
+
+
 def test_moflow_modules_import_without_ray():
     import subprocess
     import sys

@@ -170,6 +170,18 @@ def _model(config: GenerateConfig):
     return _MODELS[config.model]
 
 
+_FLOWS: dict = {}
+
+
+def _flow(source: str):
+    """The worker's MoFlow for --method moflow, loaded once."""
+    if source not in _FLOWS:
+        from momu.generate.moflow.model import load_moflow
+
+        _FLOWS[source] = load_moflow(source)
+    return _FLOWS[source]
+
+
 def run_prompt(text: str, edit_smiles: Optional[str], config: dict, torch_threads: int = 1) -> dict:
     """One prompt (the Ray task's body; runs in-process too): {"status": "ok", "result": <generate/edit result>}
     or {"status": "failed", "reason": "exception", "detail": ...}. Never raises for a generator error."""
@@ -182,7 +194,14 @@ def run_prompt(text: str, edit_smiles: Optional[str], config: dict, torch_thread
         torch.set_num_threads(max(1, int(torch_threads)))
         cfg = GenerateConfig.model_validate(config)
         model = _model(cfg)
-        result = edit(model, text, edit_smiles, cfg) if edit_smiles else generate(model, text, cfg)
+        if cfg.method == "moflow":
+            if edit_smiles:
+                raise ValueError("editing needs method ga (MoFlow latent optimisation has no editing mode)")
+            from momu.generate.moflow.optimise import generate_ranked
+
+            result = generate_ranked(_flow(cfg.moflow.model), model, text, cfg)
+        else:
+            result = edit(model, text, edit_smiles, cfg) if edit_smiles else generate(model, text, cfg)
         return {"status": "ok", "result": result}
     except Exception as err:  # the prompt fails; the job goes on
         message = (str(err).strip().splitlines() or [""])[0]

@@ -293,6 +293,13 @@ def format_generation(result: dict) -> str:
         lines.append(f"{lead}{r['total']:>8.4f} {r['cosine']:>8.4f} {r['qed']:>6.3f} {r['sa']:>5.2f}  {r['smiles']}"
                      + ("  (input)" if r.get("is_input") else "  (pool)" if r.get("from_pool") else ""))
     w = result["weights"]
+    if result.get("method") == "moflow":
+        m, o = result["summary"], result["optimise"]
+        lines.append(f"MoFlow latent optimisation ({o['mode']}): {m['seeds']} seeds x {o['steps']} steps, "
+                     f"{result['seconds']:.1f} s; validity {m['validity']:.2f} with correction, "
+                     f"{m['validity_without_correction']:.2f} without; uniqueness {m['uniqueness']:.2f}; ranked "
+                     f"by MoMu cosine (no priors)")
+        return "\n".join(lines)
     lines.append(f"{result['evaluations']} evaluations, {result['generations']} generations, "
                  f"{result['seconds']:.1f} s, stopped by {result['stopped_by']}; total = {w['cosine']} cosine + "
                  f"{w['qed']} QED - {w['sa']} (SA-1)/9 - {w['size']} per heavy atom outside "
@@ -323,10 +330,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
             return 2
     from momu.generate.ga import edit, generate
 
+    if config.method == "moflow" and args.edit is not None:
+        print("momu generate: error: --edit needs --method ga (MoFlow latent optimisation has no editing mode)",
+              file=sys.stderr)
+        return 2
     model = _load_model(config.model, "momu generate")
     if model is None:
         return 2
-    result = edit(model, args.text, args.edit, config) if args.edit is not None else generate(model, args.text, config)
+    if config.method == "moflow":
+        from momu.generate.moflow.model import load_moflow
+        from momu.generate.moflow.optimise import generate_ranked
+
+        try:
+            flow = load_moflow(config.moflow.model)
+        except Exception as err:  # one line naming the field
+            print(f"momu generate: error: moflow.model: cannot load MoFlow {config.moflow.model!r} "
+                  f"({(str(err).splitlines() or [''])[0]})", file=sys.stderr)
+            return 2
+        result = generate_ranked(flow, model, args.text, config)
+    elif args.edit is not None:
+        result = edit(model, args.text, args.edit, config)
+    else:
+        result = generate(model, args.text, config)
     print(json.dumps(result, indent=2) if args.json else format_generation(result))
     return 0
 

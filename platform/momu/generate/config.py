@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from momu.config import DEFAULT_MODEL, StrictModel
+from momu.generate.moflow.config import MoFlowOptimiseConfig
 
 
 def check_edit_lambdas(value: list[float]) -> list[float]:
@@ -38,9 +41,20 @@ class PoolConfig(StrictModel):
                                               "(else the best by total score)")
 
 
+class MoFlowMethodSection(StrictModel):
+    """`--method moflow`: MoMu's own zero-shot generation, optimising latents of a trained MoFlow."""
+
+    model: str = Field("", description="trained MoFlow: a directory written by `momu finetune moflow` "
+                                       "(<run>/model) or a models:/ URI")
+    optimise: MoFlowOptimiseConfig = Field(default_factory=MoFlowOptimiseConfig)
+
+
 class GenerateConfig(StrictModel):
     """`momu generate` (text -> molecules) and its editing mode (`--edit SMILES`)."""
 
+    method: Literal["ga", "moflow"] = Field("ga", description="ga: MoMu-guided graph genetic algorithm (the "
+                                                              "default); moflow: MoMu's MoFlow latent optimisation "
+                                                              "(needs moflow.model; no editing mode)")
     model: str = Field(DEFAULT_MODEL, description="MoMu model: published name, directory or models:/ URI")
     n: int = Field(10, ge=1, description="molecules returned (editing: best per lambda)")
     seed: int = 0
@@ -63,6 +77,14 @@ class GenerateConfig(StrictModel):
                                                   "(Morgan r=2), one result per lambda")
     edit_seeds: int = Field(30, ge=0, description="editing: mutations of the input added to the start population")
     batch_size: int = Field(256, ge=1, description="graphs per GIN forward pass")
+    moflow: MoFlowMethodSection = Field(default_factory=MoFlowMethodSection)
+
+    @model_validator(mode="after")
+    def _moflow_needs_a_model(self):
+        if self.method == "moflow" and not self.moflow.model.strip():
+            raise ValueError("moflow.model: --method moflow needs a trained MoFlow (a `momu finetune moflow` "
+                             "model directory or models:/ URI)")
+        return self
 
     @field_validator("edit_lambdas")
     @classmethod

@@ -222,3 +222,39 @@ def summarise(results: list[SeedResult], train_smiles: Optional[set] = None) -> 
     if train_smiles is not None:
         out["novelty"] = len(unique - set(train_smiles)) / len(unique) if unique else 0.0
     return out
+
+
+def generate_ranked(flow: MoFlow, momu, text: str, config) -> dict:
+    """`momu generate --method moflow`: the procedure for one prompt, its distinct valid molecules ranked by MoMu
+    cosine (the n best), in the result layout of the GA's `generate` (total = cosine: no priors are optimised),
+    plus the prompt's MoFlow summary (validity with and without correction, uniqueness). `config` is a
+    GenerateConfig; its moflow.optimise section sets the optimisation, its seed the latents."""
+    import time
+
+    from rdkit import Chem
+    from rdkit.Chem import QED
+
+    from momu.generate.fitness import SA_METHOD, sa_score
+
+    started = time.perf_counter()
+    opt = config.moflow.optimise.model_copy(update={"seed": config.seed})
+    results = generate_from_text(flow, momu, text, opt)
+    best: dict[str, SeedResult] = {}
+    for r in results:
+        if r.smiles and r.cosine is not None and (r.smiles not in best or r.cosine > best[r.smiles].cosine):
+            best[r.smiles] = r
+    ranked = sorted(best.values(), key=lambda r: (-r.cosine, r.smiles))[:config.n]
+    rows = []
+    for i, r in enumerate(ranked, start=1):
+        mol = Chem.MolFromSmiles(r.smiles)
+        rows.append({"rank": i, "smiles": r.smiles, "total": r.cosine, "cosine": r.cosine, "qed": float(QED.qed(mol)),
+                     "sa": sa_score(mol), "heavy_atoms": mol.GetNumHeavyAtoms(), "from_pool": False,
+                     "seed": r.seed})
+    return {"mode": "generate", "method": "moflow", "text": text, "model": config.model,
+            "moflow_model": config.moflow.model, "results": rows, "evaluations": opt.seeds * opt.steps,
+            "generations": opt.steps, "stopped_by": ",".join(sorted({r.stopped_by for r in results})),
+            "seconds": round(time.perf_counter() - started, 3), "seed": config.seed,
+            "weights": {"cosine": 1.0, "qed": 0.0, "sa": 0.0, "size": 0.0}, "sa_method": SA_METHOD,
+            "heavy_atom_window": [config.min_heavy_atoms, config.max_heavy_atoms],
+            "allowed_elements": config.allowed_elements, "optimise": opt.model_dump(),
+            "summary": summarise(results)}
