@@ -143,16 +143,10 @@ def property_correlations(model, tasks: Sequence[EditTask], molecules: Sequence[
     import numpy as np
     from scipy.stats import spearmanr
 
-    from momu.chem.featurize import MolGraph, featurize_mol
+    from momu.generate.fitness import embed_smiles
 
-    graphs, kept = [], []
-    for s in molecules:
-        mol = Chem.MolFromSmiles(s)
-        graph = featurize_mol(mol) if mol is not None else None
-        if isinstance(graph, MolGraph):
-            graphs.append(graph)
-            kept.append(s)
-    graph_emb = model.embed_graphs(graphs, smiles=kept if model.uses_fingerprints else None).float()
+    graph_emb, readable = embed_smiles(model, molecules)
+    kept = [molecules[i] for i in readable]
     text_emb = model.embed_texts([t.prompt for t in tasks]).float()
     cos = (graph_emb @ text_emb.T).numpy()
     rows = []

@@ -14,7 +14,7 @@ from rdkit import Chem, DataStructs, RDConfig, RDLogger
 from rdkit.Chem import QED, rdMolDescriptors
 from rdkit.Chem import rdFingerprintGenerator
 
-from momu.chem.featurize import MolGraph, featurize_mol
+from momu.chem.featurize import MolGraph, featurize_mol, featurize_smiles
 from momu.generate.config import GenerateConfig
 
 RDLogger.DisableLog("rdApp.*")
@@ -172,3 +172,22 @@ def text_embedding(model, text: str):
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text: the prompt is empty")
     return model.embed_texts([text.strip()])[0]
+
+
+def embed_smiles(model, smiles: Sequence[str], batch_size: int = 256):
+    """Graph embeddings [k, proj_dim] of the SMILES the GIN can read, and their indices into `smiles` (an empty,
+    unparseable or unfeaturizable SMILES is left out)."""
+    import torch
+
+    kept, graphs = [], []
+    for i, s in enumerate(smiles):
+        graph = featurize_smiles(s) if isinstance(s, str) and s.strip() else None
+        if isinstance(graph, MolGraph):
+            kept.append(i)
+            graphs.append(graph)
+    if not graphs:
+        return torch.zeros(0, 0), kept
+    with torch.no_grad():
+        emb = model.embed_graphs(graphs, batch_size=batch_size,
+                                 smiles=[smiles[i] for i in kept] if model.uses_fingerprints else None)
+    return emb.float(), kept

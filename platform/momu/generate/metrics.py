@@ -224,23 +224,15 @@ def text_molecule_cosine(model, descriptions: Sequence[str], references: Sequenc
     the metric allows, the mean over the ground-truth molecules."""
     import torch
 
-    from momu.chem.featurize import MolGraph, featurize_smiles
+    from momu.generate.fitness import embed_smiles
 
     def mean_cosine(smiles: Sequence[str]) -> tuple[Optional[float], int]:
-        rows, graphs, kept = [], [], []
-        for i, s in enumerate(smiles):
-            graph = featurize_smiles(s) if s and s.strip() else None
-            if isinstance(graph, MolGraph):
-                rows.append(i)
-                graphs.append(graph)
-                kept.append(s)
-        if not graphs:
+        graph_emb, rows = embed_smiles(model, smiles, batch_size)
+        if not rows:
             return None, 0
         with torch.no_grad():
-            g = model.embed_graphs(graphs, batch_size=batch_size,
-                                   smiles=kept if model.uses_fingerprints else None).float()
-            t = model.embed_texts([descriptions[i] for i in rows]).float()
-        return float((g * t).sum(dim=1).mean()), len(rows)
+            text_emb = model.embed_texts([descriptions[i] for i in rows]).float()
+        return float((graph_emb * text_emb).sum(dim=1).mean()), len(rows)
 
     _check_pairs(references, predictions)
     if len(descriptions) != len(predictions):

@@ -76,20 +76,13 @@ def nearest_pool_molecules(model, texts: list[str], pool: list[str], batch_size:
     """For each text, the pool molecule whose graph embedding has the highest cosine with the text's."""
     import torch
 
-    from momu.chem.featurize import MolGraph, featurize_smiles
+    from momu.generate.fitness import embed_smiles
 
-    graphs, kept = [], []
-    for s in pool:
-        graph = featurize_smiles(s)
-        if isinstance(graph, MolGraph):
-            graphs.append(graph)
-            kept.append(s)
+    graph_emb, kept = embed_smiles(model, pool, batch_size)
     with torch.no_grad():
-        graph_emb = model.embed_graphs(graphs, batch_size=batch_size,
-                                       smiles=kept if model.uses_fingerprints else None).float()
         text_emb = model.embed_texts(texts).float()
     best = (text_emb @ graph_emb.T).argmax(dim=1).tolist()
-    return [kept[i] for i in best]
+    return [pool[kept[i]] for i in best]
 
 
 def predict_retrieval(rows: list[dict], config: Text2MolConfig, model=None) -> list[str]:
