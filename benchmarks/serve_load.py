@@ -11,8 +11,12 @@ says otherwise.
 
 The molecule embeddings are computed once in-process (batched, progress bar, resumable chunks, bounded by
 --max-embed-minutes) and cached under runs/serve_load/<model version>/ with the index, so re-runs start quickly.
-Model: --model, else runs/shared_models/momu_chebi20_cpu when it is complete (has DONE), else a random-init
+Model: --model, else the shipped checkpoint momu-cpu (what `momu serve` serves by default), else a random-init
 MoMu (GIN 5x300 + bundled MiniLM; same latency profile) saved once under runs/serve_load/random_model.
+
+The same run first measures the in-process ceiling: the Encoder deployment's own class and the same index, called
+directly in this process (batched, no HTTP, no Ray), and prints served/ceiling throughput (goal >= 0.6 at 32
+clients) and the 1-client p50 over the in-process latency of one item (goal <= +10 ms).
 
 Usage: python benchmarks/serve_load.py [--clients 1,32] [--duration 15] [--max-requests 4000]
                                        [--batching on,off] [--index-kind ivf_pq|exact|hnsw] [--precision fp32|bf16]
@@ -45,9 +49,11 @@ SCENARIOS = ("search", "embed")  # also "healthz": GET /healthz, the proxy + ing
 def pick_model(given: str | None) -> Path:
     if given:
         return Path(given).resolve()
-    trained = REPO / "runs" / "shared_models" / "momu_chebi20_cpu"
-    if (trained / "DONE").exists():
-        return trained
+    from momu.models.published import resolve_published
+
+    shipped = resolve_published("momu-cpu")  # what `momu serve` serves by default
+    if (shipped / "model.safetensors").is_file():
+        return shipped
     random_dir = OUT / "random_model"
     if not (random_dir / "model.safetensors").is_file():
         import torch
@@ -197,6 +203,66 @@ def text_queries() -> list[str]:
     return out
 
 
+# -- in-process ceiling ----------------------------------------------------------------------------------------------
+
+def in_process_ceiling(model_dir: Path, index_dir: Path, queries: list[str], smiles_pool: list[str], args,
+                       scenarios: list[str]) -> dict:
+    """What the same encoder and index do with no HTTP, no proxy, no ingress and no Ray: the Encoder deployment's
+    own class (its `_encode_texts` / `_encode_graphs`, same torch threads and precision) and the same index with
+    one FAISS thread, called directly in this process. Per scenario: items/s in batches of --max-batch-size
+    (the throughput ceiling for the served rate at many clients) and the median latency of one item alone
+    (the floor for the served p50 at one client). Runs before Ray starts, on an otherwise idle process."""
+    import faiss
+    import torch
+
+    from momu.index import RetrievalIndex
+    from momu.serve.config import ServeLimits
+    from serving.deployments import Encoder
+    from serving.validation import check_smiles, check_text
+
+    faiss.omp_set_num_threads(1)
+    encoder = Encoder.func_or_class(model=str(model_dir), torch_threads=args.torch_threads,
+                                    batching={"enabled": False}, precision=args.precision)
+    index = RetrievalIndex.load(index_dir)
+    limits = ServeLimits()
+
+    def search(batch):  # what POST /v1/search/molecules computes: validate, embed the text, top-10 with rows
+        texts = [check_text(q, "query", limits) for q in batch]
+        return index.search_rows(encoder._encode_texts(texts), 10)
+
+    def embed(batch):  # what POST /v1/embed computes: validate + featurize, embed the graphs
+        return encoder._encode_graphs([check_smiles(s, "smiles", limits).graph for s in batch])
+
+    work = {"search": (search, queries), "embed": (embed, smiles_pool)}
+    out = {}
+    for scenario in scenarios:
+        if scenario not in work:
+            continue
+        call, items = work[scenario]
+        size = args.max_batch_size
+        for i in range(3):  # warm-up (first calls allocate)
+            call(items[i * size:(i + 1) * size])
+        done, started, offset = 0, time.perf_counter(), 1000
+        while time.perf_counter() - started < min(args.duration, 10) and done < args.max_requests:
+            call(items[(offset + done) % len(items):][:size] or items[:size])
+            done += size
+        rate = done / (time.perf_counter() - started)
+        single = []
+        for i in range(min(200, len(items))):
+            t = time.perf_counter()
+            call([items[(offset + i) % len(items)]])
+            single.append(time.perf_counter() - t)
+            if sum(single) > 5:
+                break
+        out[scenario] = {"items_per_s": rate, "batch": size, "single_p50_ms": 1000 * float(np.median(single)),
+                         "torch_threads": torch.get_num_threads()}
+        print(f"in-process ceiling {scenario:6s}: {rate:7.1f} items/s in batches of {size}, one item alone "
+              f"p50 {out[scenario]['single_p50_ms']:.1f} ms ({torch.get_num_threads()} torch thread(s), no HTTP, "
+              "no Ray)", flush=True)
+    del encoder, index
+    return out
+
+
 # -- load generation ----------------------------------------------------------------------------------------------
 
 async def run_load(url: str, make_body, clients: int, duration: float, max_requests: int) -> dict:
@@ -241,6 +307,32 @@ async def run_load(url: str, make_body, clients: int, duration: float, max_reque
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "mean_ms": float(lat.mean()) if len(lat) else 0.0}
 
 
+def ceiling_ratios(results: list[dict], ceiling: dict) -> dict:
+    """Served vs in-process, per scenario (batching on when measured, else off): throughput at the most clients
+    over the ceiling's items/s (goal >= 0.6), and p50 at one client minus the in-process latency of one item
+    (goal <= 10 ms: what HTTP, the proxy, the ingress and the handles add)."""
+    lines, values = [], {}
+    for scenario, c in ceiling.items():
+        rows = [r for r in results if r["scenario"] == scenario and r["ok"]]
+        rows = [r for r in rows if r["batching"] == "on"] or rows
+        if not rows:
+            continue
+        many = max(rows, key=lambda r: r["clients"])
+        one = [r for r in rows if r["clients"] == 1]
+        v = {"served_rps": many["rps"], "clients": many["clients"], "ceiling_items_per_s": c["items_per_s"],
+             "throughput_fraction": many["rps"] / c["items_per_s"]}
+        text = (f"{scenario}: {many['clients']} clients {many['rps']:.1f} req/s = {v['throughput_fraction']:.2f} of "
+                f"the in-process ceiling {c['items_per_s']:.1f}/s (goal >= 0.6)")
+        if one:
+            v.update(p50_1_client_ms=one[0]["p50_ms"], in_process_single_ms=c["single_p50_ms"],
+                     p50_overhead_ms=one[0]["p50_ms"] - c["single_p50_ms"])
+            text += (f"; 1 client p50 {one[0]['p50_ms']:.1f} ms = in-process {c['single_p50_ms']:.1f} ms "
+                     f"+ {v['p50_overhead_ms']:.1f} ms (goal <= +10 ms)")
+        values[scenario] = v
+        lines.append(text)
+    return {"lines": lines, "values": values}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="saved MoMu directory (default: see above)")
@@ -266,6 +358,8 @@ def main() -> None:
     parser.add_argument("--worker-niceness", type=int, default=0,
                         help="niceness of the Ray worker processes (replicas, proxy). Ray's default is 15, below "
                              "any normal process; 0 (default here) measures the app at normal priority")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip the in-process ceiling (same encoder and index, batched, no HTTP, no Ray)")
     parser.add_argument("--out", default=str(OUT / "results.json"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -281,6 +375,9 @@ def main() -> None:
     index_dir, smiles_pool = build_index(model_dir, args)
     queries = text_queries()
     print(f"model {model_dir} | index {index_dir} | {len(queries):,} distinct text queries")
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    ceiling = {} if args.no_ceiling else in_process_ceiling(model_dir, index_dir, queries, smiles_pool, args,
+                                                            scenarios)
 
     import ray
     from ray import serve
@@ -298,7 +395,6 @@ def main() -> None:
                "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}}}
     base = f"http://127.0.0.1:{args.port}"
     results = []
-    scenarios = [s for s in args.scenarios.split(",") if s]
     client_counts = [int(c) for c in args.clients.split(",")]
     q_offset = {"i": 0}
 
@@ -358,6 +454,9 @@ def main() -> None:
         print(f"{r['scenario']:8s} {r['batching']:8s} {r['clients']:7d} {r['ok']:6d} {sum(r['errors'].values()):6d} "
               f"{r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} {r['mean_batch']:6.1f} "
               f"{100 * r['encoder_busy']:7.0f}% {100 * r['index_busy']:7.0f}% {r['load_average']:5.1f}")
+    ratios = ceiling_ratios(results, ceiling)
+    for line in ratios["lines"]:
+        print(line)
     goal = [r for r in results if r["scenario"] == "search" and r["clients"] == 32 and r["batching"] == "on"]
     if goal:
         g = goal[0]
@@ -366,7 +465,8 @@ def main() -> None:
               f"(< 100), errors {sum(g['errors'].values())} (0): {'met' if met else 'NOT met'}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     summary = {"index": str(index_dir), "index_rows": n_index, "model": str(model_dir), "cpus": os.cpu_count(),
-               "load_average_before": load_before, "args": vars(args), "results": results}
+               "load_average_before": load_before, "args": vars(args), "results": results,
+               "in_process_ceiling": ceiling, "ratios": ratios["values"]}
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"results: {args.out}")
 

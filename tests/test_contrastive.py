@@ -119,27 +119,54 @@ def test_prefetched_batches_keep_order_skip_and_errors():
     seen = []
 
     def collate(batch, epoch, index):
-        seen.append(index)
+        seen.append((epoch, index))
         return (epoch, batch * 10)
 
-    out = list(PrefetchedBatches(iter(range(6)), collate, epoch=2, skip=2))
-    assert out == [(2, (2, 20)), (3, (2, 30)), (4, (2, 40)), (5, (2, 50))]
-    assert seen == [2, 3, 4, 5]  # skipped batches are never collated
+    prefetch = PrefetchedBatches(((e, iter(range(4))) for e in (2, 3)), collate, skip=2)
+    assert list(prefetch.next_epoch()) == [(2, (2, 20)), (3, (2, 30))]
+    assert list(prefetch.next_epoch()) == [(0, (3, 0)), (1, (3, 10)), (2, (3, 20)), (3, (3, 30))]
+    assert list(prefetch.next_epoch()) == [] and list(prefetch.next_epoch()) == []  # all epochs done
+    assert seen == [(2, 2), (2, 3), (3, 0), (3, 1), (3, 2), (3, 3)]  # skip only in the first epoch, never collated
 
     def broken(batch, epoch, index):
         if index == 1:
             raise KeyError("bad row")
         return batch
 
-    it = PrefetchedBatches(iter(range(5)), broken, epoch=0)
+    it = PrefetchedBatches([(0, iter(range(5)))], broken).next_epoch()
     assert next(it) == (0, 0)
     with pytest.raises(KeyError, match="bad row"):
         next(it)
 
-    endless = PrefetchedBatches(iter(range(10 ** 9)), lambda b, e, i: b, epoch=0, depth=1)
-    assert next(endless) == (0, 0)
+    endless = PrefetchedBatches([(0, iter(range(10 ** 9)))], lambda b, e, i: b, depth=1)
+    assert next(endless.next_epoch()) == (0, 0)
     endless.close()  # stops the producer instead of hanging
     assert not endless._thread.is_alive()
+
+
+def test_prefetched_batches_start_the_next_epoch_before_it_is_asked_for():
+    """The next epoch's iterator is opened and its first batch collated while the loop still works on (or has
+    just finished) the current one: that start-up is what made short epochs wait for data."""
+    import threading
+
+    from momu.pretrain.contrastive import PrefetchedBatches
+
+    opened, collated = [], threading.Event()
+
+    def batches(epoch):
+        opened.append(epoch)
+        yield from range(2)
+
+    def collate(batch, epoch, index):
+        if epoch == 1:
+            collated.set()
+        return batch
+
+    prefetch = PrefetchedBatches(((e, batches(e)) for e in range(2)), collate, depth=4)
+    assert list(prefetch.next_epoch()) == [(0, 0), (1, 1)]
+    assert collated.wait(5) and opened == [0, 1]  # epoch 1 started without a next_epoch() call
+    assert list(prefetch.next_epoch()) == [(0, 0), (1, 1)]
+    prefetch.close()
 
 
 def test_collator_for_config_takes_the_run_settings():

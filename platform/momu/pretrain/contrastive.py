@@ -250,31 +250,41 @@ def contrastive_objective(embeddings: tuple, objective: str, temperature: float,
 
 
 class PrefetchedBatches:
-    """Fetch and collate batches in a background thread, `depth` ahead of the training loop.
+    """Fetch and collate batches in a background thread, `depth` ahead of the training loop, across epochs.
 
     The loop's step time includes waiting at the DDP all-reduce for the slowest worker; collating the next batch
-    during that wait (torch kernels release the GIL) hides most data time. Order is preserved, so the
-    (epoch, batch index)-keyed views stay exactly reproducible. Yields (batch_index, ContrastiveInputs); batches
-    with index < `skip` are consumed without collating (a resumed run's already-trained batches)."""
+    during that wait (torch kernels release the GIL) hides most data time. `epochs` yields (epoch, batches) and is
+    advanced in the thread, so the next epoch's iterator starts and its first batches are collated while the loop
+    finishes the current epoch (and while rank 0 validates): on short epochs that start-up was most of the data
+    wait. Order is preserved, so the (epoch, batch index)-keyed views stay exactly reproducible. `next_epoch()`
+    returns an iterator of (batch_index, ContrastiveInputs) for the next epoch; batches of the first epoch with
+    index < `skip` are consumed without collating (a resumed run's already-trained batches)."""
 
     _DONE = object()
 
-    def __init__(self, batches, collate, epoch: int, skip: int = 0, depth: int = 2):
+    class _EndOfEpoch:
+        def __init__(self, epoch: int):
+            self.epoch = epoch
+
+    def __init__(self, epochs, collate, skip: int = 0, depth: int = 2):
         import queue
         import threading
 
         self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(batches, collate, epoch, skip), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(epochs, collate, skip), daemon=True)
         self._thread.start()
 
-    def _run(self, batches, collate, epoch: int, skip: int) -> None:
+    def _run(self, epochs, collate, skip: int) -> None:
         try:
-            for index, batch in enumerate(batches):
-                if self._stop.is_set():
-                    return
-                if index >= skip:
-                    self._put((index, collate(batch, epoch, index)))
+            for epoch, batches in epochs:
+                for index, batch in enumerate(batches):
+                    if self._stop.is_set():
+                        return
+                    if index >= skip:
+                        self._put((epoch, index, collate(batch, epoch, index)))
+                skip = 0
+                self._put(self._EndOfEpoch(epoch))
             self._put(self._DONE)
         except BaseException as err:  # surfaced in the training loop, not lost in the thread
             self._put(err)
@@ -289,16 +299,18 @@ class PrefetchedBatches:
             except queue.Full:
                 continue
 
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        item = self._queue.get()
-        if item is self._DONE:
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def next_epoch(self):
+        """Iterator over the next epoch's (batch_index, inputs); empty once every epoch is done."""
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                self._queue.put(item)  # every later call sees the end too
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, self._EndOfEpoch):
+                return
+            yield item[1], item[2]
 
     def close(self) -> None:
         self._stop.set()
