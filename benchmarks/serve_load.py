@@ -345,7 +345,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated: search, embed (default both), healthz (the framework's floor)")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0,
+                        help="batching.batch_wait_timeout_s in ms (default 0, as serving/config.yaml)")
     parser.add_argument("--index-kind", default="ivf_pq", choices=["exact", "hnsw", "ivf_pq"],
                         help="ivf_pq (default: what configs/index_moleculenet.yaml builds for this library, with its "
                              "params), exact or hnsw")
@@ -392,7 +393,10 @@ def main() -> None:
     cpus = os.cpu_count() or 2
     options = {"MoMuAPI": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}},
                "Encoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5 * cpus}},
-               "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}}}
+               "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}},
+               # no caption pool and no generation pool here: both stay idle and must not hold CPUs
+               "Captioner": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+               "Generator": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}}
     base = f"http://127.0.0.1:{args.port}"
     results = []
     client_counts = [int(c) for c in args.clients.split(",")]

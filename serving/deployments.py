@@ -65,7 +65,7 @@ class Encoder:
         self._batching = dict(batching or {})
         self._enabled = bool(self._batching.get("enabled", True))
         size = int(self._batching.get("max_batch_size", 32))
-        wait = float(self._batching.get("batch_wait_timeout_s", 0.002))
+        wait = float(self._batching.get("batch_wait_timeout_s", 0.0))
         for handler in (self._text_item, self._graph_item):
             handler.set_max_batch_size(size)
             handler.set_batch_wait_timeout_s(wait)
@@ -106,11 +106,11 @@ class Encoder:
         self._stats["busy_s"] += time.perf_counter() - started
 
     # -- batched entry points -----------------------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _text_item(self, texts: list[str]) -> list[np.ndarray]:
         return list(self._encode_texts(texts))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _graph_item(self, graphs: list) -> list[np.ndarray]:
         return list(self._encode_graphs(graphs))
 
@@ -174,7 +174,7 @@ class Index:
         batching = dict(batching or {})
         self._enabled = bool(batching.get("enabled", True))
         self._search_item.set_max_batch_size(int(batching.get("max_batch_size", 32)))
-        self._search_item.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.002)))
+        self._search_item.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.0)))
         self._stats = {"calls": 0, "items": 0, "busy_s": 0.0}
 
     def _search_many(self, items: list[tuple[str, np.ndarray, int]]) -> list[list[dict]]:
@@ -193,7 +193,7 @@ class Index:
         self._stats["busy_s"] += time.perf_counter() - started
         return out  # type: ignore[return-value]
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _search_item(self, items: list[tuple[str, np.ndarray, int]]) -> list[list[dict]]:
         return self._search_many(items)
 
@@ -235,7 +235,7 @@ class Captioner:
         batching = dict(batching or {})
         self._enabled = bool(batching.get("enabled", True))
         self._caption_item.set_max_batch_size(int(batching.get("max_batch_size", 32)))
-        self._caption_item.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.002)))
+        self._caption_item.set_batch_wait_timeout_s(float(batching.get("batch_wait_timeout_s", 0.0)))
         self.batch_sizes: list[int] = []
 
     def _caption_many(self, items: list[tuple[str, Optional[np.ndarray], int]]) -> list[dict]:
@@ -255,7 +255,7 @@ class Captioner:
             out.append(record)
         return out
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _caption_item(self, items: list[tuple[str, Optional[np.ndarray], int]]) -> list[dict]:
         return self._caption_many(items)
 
