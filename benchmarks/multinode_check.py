@@ -99,17 +99,26 @@ def cmd_nodes(args) -> int:
 
 
 def cmd_actors(args) -> int:
-    """Alive actors of a class and the node (node_a / node_b) each one runs on."""
+    """Alive actors of a class and the node (node_a / node_b) each one runs on; with --job, every actor of that
+    class the job created, alive or not (a short job may be done before anyone looks)."""
     from ray.util.state import list_actors, list_nodes
 
     names = {}
-    for n in list_nodes(address=args.address, raise_on_missing_output=False):
+    for n in list_nodes(address=args.address, raise_on_missing_output=False, detail=True):
         custom = [k for k in (n.resources_total or {}) if k.startswith("node_")]
         names[n.node_id] = custom[0] if custom else n.node_id[:8]
-    actors = list_actors(address=args.address, filters=[("state", "=", "ALIVE")], limit=1000,
-                         raise_on_missing_output=False)
+    if args.job:
+        from ray.job_submission import JobSubmissionClient
+
+        job_id = JobSubmissionClient(args.address).get_job_info(args.job).job_id
+        actors = [a for a in list_actors(address=args.address, filters=[("job_id", "=", job_id)], limit=1000,
+                                         raise_on_missing_output=False)]
+    else:
+        actors = list_actors(address=args.address, filters=[("state", "=", "ALIVE")], limit=1000,
+                             raise_on_missing_output=False)
     nodes = sorted(names.get(a.node_id, a.node_id) for a in actors if args.cls in (a.class_name or ""))
-    print(json.dumps({"class": args.cls, "alive": len(nodes), "nodes": nodes, "distinct_nodes": len(set(nodes))}))
+    key = "actors" if args.job else "alive"
+    print(json.dumps({"class": args.cls, key: len(nodes), "nodes": nodes, "distinct_nodes": len(set(nodes))}))
     return 0
 
 
@@ -148,6 +157,31 @@ def cmd_checkpoints(args) -> int:
             steps.append(int(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"]))
         except Exception:  # noqa: BLE001 (a checkpoint being written right now)
             continue
+    print(json.dumps(sorted(steps)))
+    return 0
+
+
+def cmd_registered_checkpoints(args) -> int:
+    """Steps of the checkpoints Ray Train has registered for a run (its checkpoint_manager_snapshot.json): the
+    ones it can restore from. A checkpoint directory can exist without being registered: the controller
+    registers a round only after it has collected every worker's report."""
+    import re
+
+    import torch
+
+    snapshot = Path(args.run_dir) / "checkpoint_manager_snapshot.json"
+    steps = []
+    if snapshot.is_file():
+        try:
+            names = set(re.findall(r"checkpoint_[0-9A-Za-z_.-]+", snapshot.read_text()))
+        except OSError:
+            names = set()
+        for name in names:
+            path = Path(args.run_dir) / name / "train_state.pt"
+            try:
+                steps.append(int(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"]))
+            except Exception:  # noqa: BLE001 (deleted by the keep-N policy since the snapshot was read)
+                continue
     print(json.dumps(sorted(steps)))
     return 0
 
@@ -219,6 +253,7 @@ def main(argv=None) -> int:
             s.add_argument("--expect", type=int, help="exit 1 unless exactly this many nodes are alive")
         if name == "actors":
             s.add_argument("--cls", required=True)
+            s.add_argument("--job", help="submission id: every actor of the class this job created, alive or not")
         if name == "job-status":
             s.add_argument("job")
         s.set_defaults(fn=fn)
@@ -229,6 +264,9 @@ def main(argv=None) -> int:
     s = sub.add_parser("checkpoints")
     s.add_argument("run_dir")
     s.set_defaults(fn=cmd_checkpoints)
+    s = sub.add_parser("registered-checkpoints")
+    s.add_argument("run_dir")
+    s.set_defaults(fn=cmd_registered_checkpoints)
     s = sub.add_parser("embed-input")
     s.add_argument("--source", required=True)
     s.add_argument("--smiles-column", default="smiles")

@@ -24,8 +24,8 @@ BASE=${MN_PORT_BASE:-6390}                 # head GCS port; the other ports foll
 WBASE=${MN_WORKER_PORT_BASE:-22100}        # worker port ranges: 100 per node
 STEPS=${MN_STEPS:-30}                      # pretraining steps
 OUTAGE=${MN_OUTAGE_S:-25}                  # seconds node_b stays down during pretraining
-EMBED_ROWS=${MN_EMBED_ROWS:-4000}
-EMBED_SOURCE=${MN_EMBED_SOURCE:-$REPO/../shared/data/moleculenet/tox21.csv}
+EMBED_ROWS=${MN_EMBED_ROWS:-12000}         # enough parts that node_b is lost mid-run on a fast machine too
+EMBED_SOURCE=${MN_EMBED_SOURCE:-$REPO/../shared/data/moleculenet/hiv.csv.gz}
 PART_ROWS=${MN_PART_ROWS:-400}
 T0=$(date +%s)
 
@@ -180,13 +180,14 @@ WORKERS=$("${CHECK[@]}" actors --address "$DASH" --cls RayTrainWorker)
 note "pretrain: Train workers $WORKERS"
 echo "$WORKERS" | grep -q '"nodes": \["node_a", "node_b"\]' || fail "the 2 Train workers are not on node_a and node_b"
 before=$("${CHECK[@]}" checkpoints "$SHARED/ray_results/$RUN")
+registered=$("${CHECK[@]}" registered-checkpoints "$SHARED/ray_results/$RUN")
 kill_node_b
-note "pretrain: killed node_b (SIGKILL to its process tree: $KILLED) with checkpoints at steps $before"
+note "pretrain: killed node_b (SIGKILL to its process tree: $KILLED) with checkpoints at steps $before on disk, $registered registered by Ray Train"
 sleep "$OUTAGE"
 during=$("${CHECK[@]}" checkpoints "$SHARED/ray_results/$RUN")
 note "pretrain: after ${OUTAGE}s with node_b down: job $(job_status "$PJOB"), checkpoints at steps $during, alive Train workers $("${CHECK[@]}" actors --address "$DASH" --cls RayTrainWorker)"
 [ "$(job_status "$PJOB")" = RUNNING ] || fail "pretraining job did not wait for node_b: $(job_status "$PJOB")"
-last_before_restart=$("$PY" -c "import json,sys; print(max(json.loads(sys.argv[1])))" "$during")
+last_before_kill=$("$PY" -c "import json,sys; print(max(json.loads(sys.argv[1]) or [0]))" "$registered")
 start_node_b
 note "pretrain: node_b back (new node)"
 wait_job 420 "$PJOB"
@@ -195,12 +196,23 @@ final=$(job_status "$PJOB")
 [ "$final" = SUCCEEDED ] || fail "pretraining job ended $final"
 metrics=$("${CHECK[@]}" pretrain-metrics --uri "$MLFLOW_TRACKING_URI" --experiment momu-pretrain)
 note "pretrain: job SUCCEEDED; final metrics $metrics; $(grep -m1 -E '^run .*steps' "$LOG/pretrain_job.log")"
-"$PY" - "$metrics" "$STEPS" "$last_before_restart" <<'EOF' || fail "pretraining did not resume from its last checkpoint"
+# Ray Train restores from the newest checkpoint it registered (checkpoint_manager_snapshot.json), i.e. one whose
+# round the controller collected from every worker. A checkpoint written just before or while node_b died can be
+# on disk without being registered, and is then not used. So the run must resume from a checkpoint on disk and from
+# at least the newest one registered before the kill.
+resumed=$("$PY" - "$metrics" "$STEPS" "$last_before_kill" "$during" <<'EOF' 2>&1
 import json, sys
-m, steps, last = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+m, steps, last, on_disk = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 assert m["step"] == steps, f"step {m['step']} != {steps}"
-assert m["restored_from_step"] == last > 0, f"restored_from_step {m['restored_from_step']}, last checkpoint {last}"
+r = int(m["restored_from_step"])
+assert r >= last > 0 and r in on_disk, f"restored_from_step {r}, newest registered before the kill {last}, " \
+    f"on disk {on_disk}"
+late = sorted(set(s for s in on_disk if s > r))
+print(f"resumed from step {r} (newest registered checkpoint before the kill: {last}"
+      + (f"; step(s) {late} on disk were never registered by Ray Train, so not used)" if late else ")"))
 EOF
+) || fail "pretraining did not resume from its last checkpoint: $(echo "$resumed" | tail -n 1)"
+note "pretrain: $resumed"
 [ -f "$SHARED/model/model.safetensors" ] || fail "no exported model"
 
 # ---- 2. embedding: model actors on both nodes, node_b lost after the first part, then a resumed re-run ------
@@ -213,18 +225,20 @@ else  # no shared data: the bundled slices (400 molecules), in smaller parts
     PART_ROWS=50
 fi
 EMBED_ARGS=(--inputs "$WORK/molecules.csv" --id_column mol_id --smiles_column smiles --model "$SHARED/model"
-            --output_dir "$SHARED/embed" --part_rows "$PART_ROWS" --model_actors 2 --cpus_per_actor 0.75
+            --output_dir "$SHARED/embed" --part_rows "$PART_ROWS" --shard_rows "$PART_ROWS" --model_actors 2 --cpus_per_actor 0.75
             --featurize_cpus 0.75 --read_cpus 0.25 --progress false)
 EJOB1=mn-embed1-$$
 "$RAY" job submit --address "$DASH" --submission-id "$EJOB1" --no-wait -- "$PY" "$REPO/jobs/embed.py" \
     "${EMBED_ARGS[@]}" >"$LOG/submit_embed1.log" 2>&1 || fail "ray job submit (embedding) failed"
 first_part() { [ "$(job_status "$EJOB1")" != FAILED ] && [ -s "$SHARED/embed/parts.jsonl" ]; }
 wait_for 300 "the first embedded part" first_part
-ACTORS=$("${CHECK[@]}" actors --address "$DASH" --cls MapWorker)
 parts_at_kill=$(wc -l <"$SHARED/embed/parts.jsonl")
 kill_node_b
+ACTORS=$("${CHECK[@]}" actors --address "$DASH" --cls MapWorker --job "$EJOB1")
 note "embed: $rows molecules in parts of $PART_ROWS; model actors $ACTORS"
-note "embed: killed node_b ($KILLED) with $parts_at_kill parts recorded"
+note "embed: killed node_b ($KILLED) with $parts_at_kill of $(((rows + PART_ROWS - 1) / PART_ROWS)) parts recorded"
+[ "$parts_at_kill" -lt $(((rows + PART_ROWS - 1) / PART_ROWS)) ] || \
+    fail "the first embedding run finished before node_b was lost: raise MN_EMBED_ROWS"
 echo "$ACTORS" | grep -q '"nodes": \["node_a", "node_b"\]' || fail "the 2 model actors are not on node_a and node_b"
 if ended_within 120 "$EJOB1"; then
     e1=$(job_status "$EJOB1")

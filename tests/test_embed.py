@@ -288,3 +288,19 @@ def test_cli_embed_index_search(ray_local, library, model_dir, tmp_path, capsys,
     assert main(["embed", "--batch_size", "0", "--no-mlflow"]) == 2
     assert "batch_size" in capsys.readouterr().err
     assert main(["index", "search", "x", "--index", str(ix), "--k", "0"]) == 2
+
+
+def test_too_few_cpus_for_the_stream_is_one_clear_error_not_a_hang():
+    """2 model actors x 1 CPU on a 2-CPU local Ray leave no CPU for the readers: Ray Data would wait forever."""
+    from momu.embed.config import EmbedConfig
+    from momu.embed.job import check_cpus_suffice
+
+    config = EmbedConfig(inputs=["x.smi"], model_actors=2, cpus_per_actor=1.0)
+    with pytest.raises(ValueError, match=r"= 2.25 CPUs, but the Ray cluster has 2.*--cpus_per_actor 0.875 --featurize_cpus 0.875"):
+        check_cpus_suffice(config, {"CPU": 2.0}, joined=False)
+    check_cpus_suffice(config.model_copy(update={"cpus_per_actor": 0.875, "featurize_cpus": 0.875}), {"CPU": 2.0},
+                       joined=False)  # the suggested fix fits
+    unfused = config.model_copy(update={"model_actors": 1, "featurize_cpus": 0.5})  # featurize tasks need CPUs too
+    with pytest.raises(ValueError, match=r"featurize_cpus 0.5 = 1.75"):
+        check_cpus_suffice(unfused, {"CPU": 1.5}, joined=False)
+    check_cpus_suffice(config, {"CPU": 2.0}, joined=True)  # a joined cluster may autoscale: a warning only

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -146,7 +147,9 @@ def _run_pipeline(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutpu
 
     from momu.ray_session import init_ray_if_needed
 
+    joined = ray_was_running()
     init_ray_if_needed()
+    check_cpus_suffice(config, ray.cluster_resources(), joined)
     ctx = ray.data.DataContext.get_current()
     saved = ctx.enable_progress_bars, ctx.target_max_block_size
     ctx.enable_progress_bars = config.progress
@@ -160,6 +163,35 @@ def _run_pipeline(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutpu
         return _stream(config, model, run_id, out, files, completed)
     finally:
         ctx.enable_progress_bars, ctx.target_max_block_size = saved
+
+
+def ray_was_running() -> bool:
+    """Whether this job joins a cluster (ray job submit, RAY_ADDRESS, or a Ray already initialised here)."""
+    import ray
+
+    return ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
+
+
+def check_cpus_suffice(config: EmbedConfig, resources: dict, joined: bool) -> None:
+    """The stream needs its model actors and at least one reader at once (and a featurize task when featurization
+    is not fused into the actors); with fewer CPUs Ray Data waits forever at "0/? rows". On a local Ray that is a
+    user error, said in one line; a joined cluster may still add nodes (autoscaling), so there it is a warning."""
+    gpus = config.gpus_per_actor if config.gpus_per_actor is not None else (1.0 if resources.get("GPU") else 0.0)
+    fused = config.mode != "molecules" or (config.featurize_cpus == config.cpus_per_actor and not gpus)
+    need = config.model_actors * config.cpus_per_actor + config.read_cpus + (0.0 if fused else config.featurize_cpus)
+    have = float(resources.get("CPU", 0.0))
+    if need <= have + 1e-9:
+        return
+    parts = (f"model_actors {config.model_actors} x cpus_per_actor {config.cpus_per_actor:g} + read_cpus "
+             f"{config.read_cpus:g}" + ("" if fused else f" + featurize_cpus {config.featurize_cpus:g}"))
+    fit = max(0.25, (have - config.read_cpus) / config.model_actors)
+    # equal featurize and actor CPUs keep featurization fused into the actors (no separate featurize tasks)
+    hint = f"--cpus_per_actor {fit:g}" + (f" --featurize_cpus {fit:g}" if config.mode == "molecules" and not gpus else "")
+    message = (f"{parts} = {need:g} CPUs, but the Ray cluster has {have:g}: the stream could not start. Lower "
+               f"--model_actors or the CPUs per stage (e.g. {hint})")
+    if not joined:
+        raise ValueError(message)
+    print(f"warning: {message} (waiting for the cluster to add CPUs)", file=sys.stderr, flush=True)
 
 
 def _stream(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutput, files: list[Path],
