@@ -261,10 +261,7 @@ class PrefetchedBatches:
     index < `skip` are consumed without collating (a resumed run's already-trained batches)."""
 
     _DONE = object()
-
-    class _EndOfEpoch:
-        def __init__(self, epoch: int):
-            self.epoch = epoch
+    _END_OF_EPOCH = object()
 
     def __init__(self, epochs, collate, skip: int = 0, depth: int = 2):
         import queue
@@ -282,9 +279,9 @@ class PrefetchedBatches:
                     if self._stop.is_set():
                         return
                     if index >= skip:
-                        self._put((epoch, index, collate(batch, epoch, index)))
+                        self._put((index, collate(batch, epoch, index)))
                 skip = 0
-                self._put(self._EndOfEpoch(epoch))
+                self._put(self._END_OF_EPOCH)
             self._put(self._DONE)
         except BaseException as err:  # surfaced in the training loop, not lost in the thread
             self._put(err)
@@ -308,9 +305,9 @@ class PrefetchedBatches:
                 return
             if isinstance(item, BaseException):
                 raise item
-            if isinstance(item, self._EndOfEpoch):
+            if item is self._END_OF_EPOCH:
                 return
-            yield item[1], item[2]
+            yield item
 
     def close(self) -> None:
         self._stop.set()
