@@ -28,19 +28,22 @@ def start_local_ray(num_cpus: Optional[int] = None, **kwargs) -> None:
     install_noise_filter_on_ray_handlers()
 
 
-def init_ray_if_needed() -> None:
-    """Join the cluster a `ray job submit` runs in (RAY_ADDRESS), else start a local one on loopback."""
+def init_ray_if_needed() -> bool:
+    """Join the cluster a `ray job submit` runs in (RAY_ADDRESS), else start a local one on loopback. Returns
+    True when this call started a local Ray (a cluster of known, fixed size), False when Ray was already
+    initialised here or a cluster was joined (which may add nodes)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         from momu.job_output import install_noise_filter_on_ray_handlers
 
         ray.init()
         install_noise_filter_on_ray_handlers()
-    else:
-        start_local_ray()
+        return False
+    start_local_ray()
+    return True
 
 
 def train_logging_config() -> dict:

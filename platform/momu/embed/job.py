@@ -147,9 +147,8 @@ def _run_pipeline(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutpu
 
     from momu.ray_session import init_ray_if_needed
 
-    joined = ray_was_running()
-    init_ray_if_needed()
-    check_cpus_suffice(config, ray.cluster_resources(), joined)
+    started_local = init_ray_if_needed()
+    check_cpus_suffice(config, ray.cluster_resources(), joined=not started_local)
     ctx = ray.data.DataContext.get_current()
     saved = ctx.enable_progress_bars, ctx.target_max_block_size
     ctx.enable_progress_bars = config.progress
@@ -165,18 +164,18 @@ def _run_pipeline(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutpu
         ctx.enable_progress_bars, ctx.target_max_block_size = saved
 
 
-def ray_was_running() -> bool:
-    """Whether this job joins a cluster (ray job submit, RAY_ADDRESS, or a Ray already initialised here)."""
-    import ray
-
-    return ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
+def actor_gpus(config: EmbedConfig, resources: dict) -> float:
+    """GPUs per model actor: the configured number, else one when the cluster has GPUs."""
+    if config.gpus_per_actor is not None:
+        return config.gpus_per_actor
+    return 1.0 if resources.get("GPU", 0) > 0 else 0.0
 
 
 def check_cpus_suffice(config: EmbedConfig, resources: dict, joined: bool) -> None:
     """The stream needs its model actors and at least one reader at once (and a featurize task when featurization
     is not fused into the actors); with fewer CPUs Ray Data waits forever at "0/? rows". On a local Ray that is a
     user error, said in one line; a joined cluster may still add nodes (autoscaling), so there it is a warning."""
-    gpus = config.gpus_per_actor if config.gpus_per_actor is not None else (1.0 if resources.get("GPU") else 0.0)
+    gpus = actor_gpus(config, resources)
     fused = config.mode != "molecules" or (config.featurize_cpus == config.cpus_per_actor and not gpus)
     need = config.model_actors * config.cpus_per_actor + config.read_cpus + (0.0 if fused else config.featurize_cpus)
     have = float(resources.get("CPU", 0.0))
@@ -199,9 +198,7 @@ def _stream(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutput, fil
     import ray
     import ray.data
 
-    gpus = config.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    gpus = actor_gpus(config, ray.cluster_resources())
     tracking_uri = None
     if model["model_source"].startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         from momu.tracking import resolve_tracking_uri
