@@ -111,8 +111,8 @@ def cmd_actors(args) -> int:
         from ray.job_submission import JobSubmissionClient
 
         job_id = JobSubmissionClient(args.address).get_job_info(args.job).job_id
-        actors = [a for a in list_actors(address=args.address, filters=[("job_id", "=", job_id)], limit=1000,
-                                         raise_on_missing_output=False)]
+        actors = list_actors(address=args.address, filters=[("job_id", "=", job_id)], limit=1000,
+                             raise_on_missing_output=False)
     else:
         actors = list_actors(address=args.address, filters=[("state", "=", "ALIVE")], limit=1000,
                              raise_on_missing_output=False)
@@ -147,17 +147,23 @@ def cmd_pretrain_metrics(args) -> int:
     return 0
 
 
-def cmd_checkpoints(args) -> int:
-    """Steps of the checkpoints a Ray Train run has written (from each checkpoint's train_state.pt)."""
+def _checkpoint_steps(paths) -> list[int]:
+    """The training step of each checkpoint's train_state.pt; ones that cannot be read (being written right now,
+    or deleted by the keep-N policy meanwhile) are left out."""
     import torch
 
     steps = []
-    for path in sorted(Path(args.run_dir).glob("checkpoint_*/train_state.pt")):
+    for path in paths:
         try:
             steps.append(int(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"]))
-        except Exception:  # noqa: BLE001 (a checkpoint being written right now)
+        except Exception:  # noqa: BLE001
             continue
-    print(json.dumps(sorted(steps)))
+    return sorted(steps)
+
+
+def cmd_checkpoints(args) -> int:
+    """Steps of the checkpoints a Ray Train run has written (from each checkpoint's train_state.pt)."""
+    print(json.dumps(_checkpoint_steps(sorted(Path(args.run_dir).glob("checkpoint_*/train_state.pt")))))
     return 0
 
 
@@ -167,22 +173,12 @@ def cmd_registered_checkpoints(args) -> int:
     registers a round only after it has collected every worker's report."""
     import re
 
-    import torch
-
     snapshot = Path(args.run_dir) / "checkpoint_manager_snapshot.json"
-    steps = []
-    if snapshot.is_file():
-        try:
-            names = set(re.findall(r"checkpoint_[0-9A-Za-z_.-]+", snapshot.read_text()))
-        except OSError:
-            names = set()
-        for name in names:
-            path = Path(args.run_dir) / name / "train_state.pt"
-            try:
-                steps.append(int(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"]))
-            except Exception:  # noqa: BLE001 (deleted by the keep-N policy since the snapshot was read)
-                continue
-    print(json.dumps(sorted(steps)))
+    try:
+        names = set(re.findall(r"checkpoint_[0-9A-Za-z_.-]+", snapshot.read_text()))
+    except OSError:  # no snapshot yet: nothing registered
+        names = set()
+    print(json.dumps(_checkpoint_steps(Path(args.run_dir) / name / "train_state.pt" for name in names)))
     return 0
 
 
