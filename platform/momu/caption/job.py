@@ -136,7 +136,15 @@ def run_caption_job(config: CaptionJobConfig) -> dict:
 
     decoder = is_decoder_captioner(config.captioner)
     pool = CaptionPool(Path(config.captioner) / "pool" if decoder else config.captioner)  # fail before Ray starts
+    if config.kind == "auto" and not decoder:  # ranked (with the pool's embedding model) or tanimoto
+        from momu.caption.retrieval import resolve_kind
+
+        kind = resolve_kind(pool, "auto")
+        model = config.model or ((pool.manifest.get("embeddings") or {}).get("model") if kind != "tanimoto" else None)
+        config = config.model_copy(update={"kind": kind, "model": model})
     if config.kind != "tanimoto" and not decoder:
+        if not config.model:
+            raise ValueError(f"model: kind {config.kind!r} needs a MoMu model")
         from momu.models.loading import resolve_model_dir
 
         resolve_model_dir(config.model)  # a missing model fails before Ray starts
@@ -206,7 +214,7 @@ def _identity(config: CaptionJobConfig, pool: CaptionPool) -> dict:
     """captioner name, version and label as the actors will report them (the model's weights hash for MoMu
     kinds; the decoder's own weights hash for a decoder captioner)."""
     from momu.caption.captioner import LABEL as GENERATED, is_decoder_captioner
-    from momu.caption.retrieval import captioner_version
+    from momu.caption.retrieval import RANKED_LABEL, captioner_version
 
     if is_decoder_captioner(config.captioner):
         from momu.caption.captioner import decoder_name
@@ -221,8 +229,8 @@ def _identity(config: CaptionJobConfig, pool: CaptionPool) -> dict:
 
         sha = weights_sha256(resolve_model_dir(config.model))
     return {"captioner": f"retrieval-{config.kind}",
-            "version": captioner_version(pool.version, config.kind, sha, config.fusion_k, config.fusion_weight),
-            "label": LABEL}
+            "version": captioner_version(pool, config.kind, sha, config.fusion_k, config.fusion_weight),
+            "label": RANKED_LABEL if config.kind == "ranked" else LABEL}
 
 
 def format_summary(summary: dict) -> str:

@@ -10,6 +10,11 @@ Similarity kinds:
                 fusion_weight * cos(query graph, candidate caption's text embedding) + (1 - fusion_weight) * Tanimoto
             (MoMu's graph<->text similarity of each candidate's caption to the query; fusion_weight 1 = pure
             re-ranking, 0 = Tanimoto). `similarity` is that fused score.
+  ranked    the ranker's k best pool molecules by Tanimoto (so at most that many neighbours), re-ranked by the
+            learned caption ranker trained on the pool (momu.caption.ranker: fingerprints, MoMu graph and graph<->caption cosines, the captions'
+            agreement with each other). `similarity` is the ranker's score; `tanimoto` stays the Tanimoto.
+  auto      ranked when the pool holds a ranker (`momu caption train-ranker`; the pool builder trains one when it
+            embeds with a model), else tanimoto: the default of `momu caption` and `momu serve`.
 Ties keep pool order (the lower row wins). Pure numpy / RDKit / torch: no Ray.
 """
 
@@ -27,11 +32,13 @@ from rdkit import Chem, DataStructs
 from momu.caption import pool as P
 from momu.chem.featurize import Rejection, parse_smiles
 
-Kind = Literal["tanimoto", "momu", "fusion"]
-KINDS = ("tanimoto", "momu", "fusion")
+Kind = Literal["tanimoto", "momu", "fusion", "ranked", "auto"]
+KINDS = ("tanimoto", "momu", "fusion", "ranked")
 LABEL = "description of the nearest known molecule (retrieved, not generated)"
+RANKED_LABEL = ("description of a known molecule (retrieved, not generated), chosen among the nearest by the "
+                "learned caption ranker")
 SIMILARITY_KINDS = {"tanimoto": "tanimoto_morgan_r2_2048", "momu": "momu_graph_cosine",
-                    "fusion": "fusion_graph_text_cosine_and_tanimoto"}
+                    "fusion": "fusion_graph_text_cosine_and_tanimoto", "ranked": "caption_ranker_score"}
 
 
 class CaptionPool:
@@ -109,20 +116,24 @@ class RetrievalCaptioner:
 
     def __init__(self, pool: CaptionPool | str | Path, kind: Kind = "tanimoto", model=None, fusion_k: int = 10,
                  fusion_weight: float = 0.5):
-        if kind not in KINDS:
-            raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+        if kind not in (*KINDS, "auto"):
+            raise ValueError(f"kind: must be one of {', '.join(KINDS)} or auto, got {kind!r}")
         if fusion_k < 1:
             raise ValueError(f"fusion_k: must be >= 1, got {fusion_k}")
         if not 0.0 <= fusion_weight <= 1.0:
             raise ValueError(f"fusion_weight: must be between 0 and 1, got {fusion_weight}")
         self.pool = pool if isinstance(pool, CaptionPool) else CaptionPool(pool)
+        kind = resolve_kind(self.pool, kind)
         self.kind, self.fusion_k, self.fusion_weight = kind, fusion_k, fusion_weight
         self.model = model
         self.model_sha256: Optional[str] = None
         self.graph_embeddings = self.text_embeddings = None
         self.embeddings_from: Optional[str] = None  # "pool" (stored, same weights hash) or "model" (computed now)
+        self.ranker = self.features = None
         if kind != "tanimoto":
             self._attach_model(model)
+        if kind == "ranked":
+            self._attach_ranker()
         self._generator = P.morgan_generator()
 
     @property
@@ -131,8 +142,25 @@ class RetrievalCaptioner:
 
     @property
     def version(self) -> str:
-        """pool content id, plus the model's weights hash for the MoMu kinds."""
-        return captioner_version(self.pool.version, self.kind, self.model_sha256, self.fusion_k, self.fusion_weight)
+        """pool content id, plus the model's weights hash for the MoMu kinds (and the ranker's for ranked)."""
+        return captioner_version(self.pool, self.kind, self.model_sha256, self.fusion_k, self.fusion_weight)
+
+    @property
+    def label(self) -> str:
+        return RANKED_LABEL if self.kind == "ranked" else LABEL
+
+    def _attach_ranker(self) -> None:
+        from momu.caption.ranker import CandidateFeatures, CaptionRanker
+
+        self.ranker = CaptionRanker.load(self.pool.path)
+        if self.ranker.meta["pool_sha256"] != self.pool.manifest["pool_sha256"]:
+            raise ValueError(f"kind 'ranked': the ranker in {self.pool.path} was trained on another pool; retrain "
+                             f"it with `momu caption train-ranker --pool {self.pool.path}`")
+        if self.model_sha256 and self.ranker.meta["embeddings_sha256"] != self.model_sha256:
+            raise ValueError(f"kind 'ranked': the ranker in {self.pool.path} was trained on embeddings of another "
+                             f"model (weights sha256 {str(self.ranker.meta['embeddings_sha256'])[:12]}); use that "
+                             "model, or rebuild the pool and ranker with this one")
+        self.features = CandidateFeatures(self.pool)
 
     def _attach_model(self, model) -> None:
         """The pool's stored embeddings when they were made by this model, else the model embeds the pool now.
@@ -184,16 +212,24 @@ class RetrievalCaptioner:
                 continue
             tanimoto = np.asarray(DataStructs.BulkTanimotoSimilarity(
                 P.morgan_fingerprint(mol, self._generator), self.pool.fingerprints), dtype=np.float64)
-            rows, scores = self._rank(tanimoto, None if queries is None else queries[i], k)
+            rows, scores = self._rank(tanimoto, None if queries is None else queries[i], k, mol)
             neighbours = [Neighbour(rank + 1, int(r), self.pool.ids[r], self.pool.cids[r], self.pool.smiles[r],
                                     self.pool.captions[r], self.pool.sources[r], float(s), float(tanimoto[r]))
                           for rank, (r, s) in enumerate(zip(rows, scores))]
             results.append(CaptionResult(Chem.MolToSmiles(mol), neighbours[0].caption, self.name,
-                                         SIMILARITY_KINDS[self.kind], neighbours))
+                                         SIMILARITY_KINDS[self.kind], neighbours, self.label))
         return results
 
-    def _rank(self, tanimoto: np.ndarray, query: Optional[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _rank(self, tanimoto: np.ndarray, query: Optional[np.ndarray], k: int, mol=None
+              ) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(tanimoto))
+        if self.kind == "ranked":
+            # The ranker orders the candidates it was trained on (its k nearest by Tanimoto); at most k of them.
+            candidates = np.argsort(-tanimoto, kind="stable")[:self.ranker.k]
+            ranked = self.ranker.scores(self.features(mol, tanimoto, candidates, query, self.graph_embeddings,
+                                                      self.text_embeddings))
+            order = np.argsort(-ranked, kind="stable")[:k]
+            return candidates[order], ranked[order]
         if self.kind == "tanimoto":
             scores = tanimoto
             order = np.argsort(-scores, kind="stable")[:k]
@@ -230,14 +266,28 @@ class RetrievalCaptioner:
         return out, rejected
 
 
-def captioner_version(pool_version: str, kind: str, model_sha256: Optional[str], fusion_k: int,
+def resolve_kind(pool: CaptionPool, kind: str) -> str:
+    """`auto` -> ranked when the pool holds a ranker (and the embeddings it reads), else tanimoto."""
+    if kind != "auto":
+        return kind
+    from momu.caption.ranker import has_ranker
+
+    return "ranked" if has_ranker(pool.path) and pool.graph_embeddings is not None else "tanimoto"
+
+
+def captioner_version(pool: CaptionPool, kind: str, model_sha256: Optional[str], fusion_k: int,
                       fusion_weight: float) -> str:
-    """`pool:<pool sha256[:12]>[;model:sha256:<weights[:12]>][;k=..;w=..]`: what makes two captioners' outputs equal."""
-    version = f"pool:{pool_version}"
+    """`pool:<pool sha256[:12]>[;model:sha256:<weights[:12]>][;k=..;w=..][;ranker:sha256:..]`: what makes two
+    captioners' outputs equal."""
+    version = f"pool:{pool.version}"
     if kind != "tanimoto":
         version += f";model:sha256:{(model_sha256 or 'unknown')[:12]}"
     if kind == "fusion":
         version += f";k={fusion_k};w={fusion_weight:g}"
+    if kind == "ranked":
+        from momu.caption.ranker import ranker_sha256
+
+        version += f";ranker:sha256:{ranker_sha256(pool.path)[:12]}"
     return version
 
 
@@ -245,7 +295,12 @@ def load_captioner(pool: str | Path, kind: Kind = "tanimoto", model: Optional[st
                    fusion_weight: float = 0.5) -> RetrievalCaptioner:
     """A captioner from a pool directory and, for the MoMu kinds, a model source (directory, published name such
     as momu-cpu, or models:/ URI); the model's weights hash is kept so stored pool embeddings are reused only
-    when they were made by this very model."""
+    when they were made by this very model. `auto` resolves as `resolve_kind` says and, without a model, uses
+    the one the pool's embeddings were made with."""
+    pool = pool if isinstance(pool, CaptionPool) else CaptionPool(pool)
+    if kind == "auto":
+        kind = resolve_kind(pool, kind)
+        model = model or (pool.manifest.get("embeddings") or {}).get("model") if kind != "tanimoto" else model
     momu = None
     if kind != "tanimoto":
         if not model:

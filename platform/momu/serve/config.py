@@ -86,9 +86,11 @@ class ServeConfig(StrictModel):
                                       description="the same for descriptions: SMILES -> texts; null: off")
     caption_pool: Optional[str] = Field(None, description="caption pool directory (momu caption pool) of the "
                                         "retrieval captioner behind POST /v1/caption; null: off")
-    caption_kind: Literal["tanimoto", "momu", "fusion"] = Field(
-        "tanimoto", description="caption similarity: tanimoto (Morgan), momu (graph cosine) or fusion; momu and "
-                                "fusion need pool embeddings made by the served model (momu caption pool --model)")
+    caption_kind: Literal["auto", "tanimoto", "momu", "fusion", "ranked"] = Field(
+        "auto", description="caption similarity: tanimoto (Morgan), momu (graph cosine), fusion, ranked (the "
+                            "pool's learned caption ranker) or auto (ranked when the pool holds a ranker, else "
+                            "tanimoto); all but tanimoto need pool embeddings made by the served model (momu "
+                            "caption pool --model)")
     caption_fusion_k: int = Field(10, ge=1, description="fusion: Tanimoto candidates re-ranked")
     caption_fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="fusion: weight of the MoMu "
                                          "graph<->caption cosine")
