@@ -3,6 +3,8 @@
 Rows:
   retrieval-tanimoto   Morgan fingerprint + BulkTanimotoSimilarity over the pool (the nearest-neighbour copy)
   retrieval-fusion     Tanimoto top-k re-ranked by the MoMu graph<->caption cosine (GIN forward per query)
+  retrieval-ranked     the 20 Tanimoto-nearest chosen by the pool's learned caption ranker (GIN forward, 4 more
+                       fingerprints and n-gram consensus per query); only when the pool holds a ranker
   decoder (each --captioner)  GIN features + beam search (beam width from the captioner, default 5), batches of
                        --batch molecules; also with --beams 1 (greedy) to show what the beam costs
 Ratios: every row / retrieval-tanimoto (the cheapest captioner on this pool), and beam / greedy per decoder.
@@ -39,7 +41,7 @@ def main() -> None:
     parser.add_argument("--captioner", action="append", default=[], help="decoder captioner directory (repeat)")
     parser.add_argument("--pool", default=None, help="caption pool for the retrieval rows (default: the first "
                                                      "captioner's pool)")
-    parser.add_argument("--model", default="momu-cpu", help="MoMu model of the fusion row")
+    parser.add_argument("--model", default="momu-cpu", help="MoMu model of the fusion and ranked rows")
     parser.add_argument("--n", type=int, default=200, help="molecules captioned per row")
     parser.add_argument("--batch", type=int, default=32, help="decoder batch size")
     parser.add_argument("--threads", type=int, default=2)
@@ -63,6 +65,11 @@ def main() -> None:
     rows["retrieval-tanimoto"] = _timed(lambda: tanimoto.caption_smiles(smiles), n)
     fusion = load_captioner(pool, "fusion", args.model)
     rows["retrieval-fusion"] = _timed(lambda: fusion.caption_smiles(smiles), n)
+    from momu.caption.ranker import has_ranker
+
+    if has_ranker(pool):
+        ranked = load_captioner(pool, "ranked", args.model)
+        rows["retrieval-ranked"] = _timed(lambda: ranked.caption_smiles(smiles), n)
     for path in args.captioner:
         captioner = DecoderCaptioner(path)
         beams = int(captioner.generation.get("beams", 5))

@@ -560,7 +560,7 @@ def test_caption_endpoint_retrieves_the_nearest_known_molecule(served):
     assert all(a[0] == 200 and a[1]["results"][0]["neighbours"][0]["similarity"] == 1.0 for a in answers)
 
 
-def test_captioner_deployment_fusion_outside_serve(small_model, tmp_path):
+def test_captioner_deployment_fusion_and_ranked_outside_serve(small_model, tmp_path):
     """The Captioner deployment's batch function with a fusion pool: queries' graph embeddings come from outside
     (the encoder), each item keeps its own k, and the result equals the library's captioner."""
     from momu.caption.pool import build_pool
@@ -586,6 +586,20 @@ def test_captioner_deployment_fusion_outside_serve(small_model, tmp_path):
 
     info = deployment.info()
     assert info["kind"] == "fusion" and info["embeddings_model_sha256"] == weights_sha256(model_dir)
+    # With a ranker in the pool, the default kind (auto) serves the ranked captioner, as the library does.
+    from momu.caption.config import CaptionRankerConfig
+    from momu.caption.ranker import train_ranker
+
+    train_ranker(CaptionRankerConfig(pool=str(tmp_path / "pool"), k=4, val_fraction=0.25, epochs=5, meteor=False),
+                 log=lambda *_: None)
+    ranked = Captioner.func_or_class(str(tmp_path / "pool"), "auto", 5, 0.5, {})
+    out = ranked._caption_many([(queries[0], emb[0], 2), (queries[1], emb[1], 10)])
+    assert [len(o["neighbours"]) for o in out] == [2, 4] and ranked.info()["kind"] == "ranked"
+    expected = load_captioner(tmp_path / "pool", "auto").caption_smiles(queries, k=4)
+    for got, want in zip(out, expected):
+        assert got["caption"] == want.caption and got["captioner"] == "retrieval-ranked"
+        assert got["neighbours"][0]["similarity"] == pytest.approx(want.neighbour.similarity, abs=1e-5)
+        assert "learned caption ranker" in got["label"]
 
 
 def _tiny_generate_config(model_dir, n, seconds=10.0):

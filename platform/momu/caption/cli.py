@@ -129,7 +129,7 @@ def _register_caption_job(sub) -> None:
                     "graph and graph<->caption cosines and the captions' agreement with each other. The held-out "
                     "molecules (val_fraction, by id hash) never train it; the command prints it next to "
                     "nearest-neighbour copying on them. Saves ranker.safetensors and ranker.json into the pool.",
-        epilog="example: momu caption train-ranker --pool runs/caption/chebi20_pool_momu")
+        epilog="example: momu caption train-ranker --pool runs/caption/chebi20_pool")
     add_config_arguments(ranker, CaptionRankerConfig)
     ranker.add_argument("--verbose", action="store_true", help="(no Ray here; accepted for symmetry)")
     ranker.set_defaults(func=_cmd_train_ranker)

@@ -128,7 +128,7 @@ class CaptionRetrievalEvalConfig(CaptionerSettings):
 class CaptionRankerConfig(StrictModel):
     """Train the learned caption ranker of a pool (`momu caption train-ranker`; momu.caption.ranker)."""
 
-    pool: str = Field("runs/caption/chebi20_pool_momu", description="caption pool directory built with a MoMu "
+    pool: str = Field("runs/caption/chebi20_pool", description="caption pool directory built with a MoMu "
                       "model (momu caption pool --model ...); the ranker is saved into it")
     k: int = Field(20, ge=2, description="Tanimoto-nearest candidates the ranker chooses among")
     val_fraction: float = Field(0.05, gt=0.0, lt=0.5, description="held-out share of the pool (by id hash, the "
