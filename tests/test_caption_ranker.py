@@ -127,3 +127,18 @@ def test_auto_without_ranker_is_tanimoto_and_a_foreign_ranker_is_refused(ranked_
     assert RetrievalCaptioner(bare, "auto").kind == "tanimoto"
     with pytest.raises(FileNotFoundError, match="momu caption train-ranker"):
         RetrievalCaptioner(bare, "ranked")
+
+
+def test_train_ranker_cli(ranked_pool, tmp_path, capsys):
+    from momu.cli import main
+
+    tmp, _, _ = ranked_pool
+    pool = tmp_path / "pool"
+    shutil.copytree(tmp / "pool", pool)
+    assert main(["caption", "train-ranker", "--pool", str(pool), "--k", "3", "--epochs", "2", "--val_fraction", "0.2",
+                 "--meteor", "false"]) == 0
+    out = capsys.readouterr().out
+    assert f"ranker: {pool.resolve() / 'ranker.json'}" in out and "vs" in out and "nearest-neighbour copying" in out
+    assert CaptionRanker.load(pool).k == 3
+    assert main(["caption", "train-ranker", "--pool", str(tmp_path / "missing")]) == 2
+    assert "holds no manifest.json" in capsys.readouterr().err
