@@ -110,19 +110,18 @@ def _register_caption_job(sub) -> None:
     p.set_defaults(func=_cmd_caption)
     # `momu caption pool ...`: optional, so `momu caption --inputs ...` needs no subcommand.
     actions = p.add_subparsers(dest="caption_action", metavar="ACTION", required=False)
-    pool = actions.add_parser(
-        "pool", help="build a caption pool: sources minus the evaluated split's molecules",
+    _add_action(
+        actions, "pool", CaptionPoolConfig, _cmd_pool,
+        help="build a caption pool: sources minus the evaluated split's molecules",
         description="Build the retrieval captioner's pool directory: the caption sources' molecules (canonical "
                     "SMILES, Morgan fingerprints, optionally MoMu embeddings with the model's weights sha256) minus "
                     "every molecule of the `exclude` files, matched by CID, canonical isomeric SMILES and "
                     "stereo-free connectivity (InChIKey first block). manifest.json and removed.parquet say what "
                     "was removed and why.",
         epilog="example: momu caption pool --config configs/caption_pool_chebi20.yaml --model momu-cpu")
-    add_config_arguments(pool, CaptionPoolConfig)
-    pool.add_argument("--verbose", action="store_true", help="(no Ray here; accepted for symmetry)")
-    pool.set_defaults(func=_cmd_pool)
-    ranker = actions.add_parser(
-        "train-ranker", help="train the pool's learned caption ranker (kind ranked)",
+    _add_action(
+        actions, "train-ranker", CaptionRankerConfig, _cmd_train_ranker,
+        help="train the pool's learned caption ranker (kind ranked)",
         description="Train the learned caption ranker of a pool built with a MoMu model: for each pool molecule, "
                     "captioned from the pool without itself, it learns which of the k Tanimoto-nearest captions "
                     "shares most n-grams with the molecule's own caption, from fingerprint similarities, MoMu "
@@ -130,9 +129,16 @@ def _register_caption_job(sub) -> None:
                     "molecules (val_fraction, by id hash) never train it; the command prints it next to "
                     "nearest-neighbour copying on them. Saves ranker.safetensors and ranker.json into the pool.",
         epilog="example: momu caption train-ranker --pool runs/caption/chebi20_pool")
-    add_config_arguments(ranker, CaptionRankerConfig)
-    ranker.add_argument("--verbose", action="store_true", help="(no Ray here; accepted for symmetry)")
-    ranker.set_defaults(func=_cmd_train_ranker)
+
+
+def _add_action(actions, name: str, config_cls, func, **texts) -> None:
+    """One `momu caption ACTION` subcommand: its config's fields as flags, run locally (no Ray)."""
+    from momu.cli import add_config_arguments
+
+    action = actions.add_parser(name, **texts)
+    add_config_arguments(action, config_cls)
+    action.add_argument("--verbose", action="store_true", help="(no Ray here; accepted for symmetry)")
+    action.set_defaults(func=func)
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
