@@ -348,6 +348,23 @@ def test_summary_table_mean_std_and_average():
     assert "1 trial(s) failed" in md and "boom" in md
 
 
+def test_sweep_inits_take_shipped_checkpoint_names(tmp_path):
+    from momu.config import load_config
+    from momu.models.published import PUBLISHED_DIR
+    from momu.property.config import PropertySweepConfig
+    from momu.property.sweep import resolve_sweep_paths
+
+    overrides = {"output_dir": str(tmp_path / "sweep"), "storage_path": str(tmp_path / "ray"),
+                 "inits": {"random": "random", "momu": "momu-cpu", "graphcl": "momu-graphcl-cpu"}}
+    cfg = resolve_sweep_paths(load_config(PropertySweepConfig, "configs/property_sweep_tiny.yaml", overrides))
+    assert cfg.inits["random"] == "random"
+    assert cfg.inits["momu"] == str((PUBLISHED_DIR / "momu-cpu").resolve())
+    assert cfg.inits["graphcl"] == str((PUBLISHED_DIR / "momu-graphcl-cpu").resolve())
+    overrides["inits"] = {"momu": "momu-nonexistent"}
+    with pytest.raises(FileNotFoundError, match="momu-nonexistent.*shipped checkpoint.*momu-cpu"):
+        resolve_sweep_paths(load_config(PropertySweepConfig, "configs/property_sweep_tiny.yaml", overrides))
+
+
 @pytest.mark.slow
 def test_sweep_makes_parent_run_child_runs_and_table(tmp_path, ray_local, small_model):
     import mlflow

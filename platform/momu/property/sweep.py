@@ -173,9 +173,12 @@ def _abs(path: Optional[str]) -> Optional[str]:
 def _resolve_init(source: str) -> str:
     if source == "random" or "://" in source or source.startswith(("models:/", "runs:/")):
         return source
-    path = Path(source).expanduser().resolve()
+    from momu.models.published import published_names, resolve_published
+
+    path = resolve_published(source).expanduser().resolve()  # a shipped checkpoint's name or a directory
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"inits: {source} is not a saved MoMu model directory (no config.json)")
+        raise FileNotFoundError(f"inits: {source} is not a saved MoMu model directory (no config.json) or a shipped "
+                                f"checkpoint ({', '.join(published_names())})")
     return str(path)
 
 
