@@ -46,6 +46,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 
 
+class GraphMemory(nn.Module):
+    """The memory every candidate reads: MoMu's pooled vector through a 2-layer MLP as the first token, then the
+    GIN's node embeddings projected to the decoder's width. Returns (memory [B, 1+N, d], keep [B, 1+N] bool)."""
+
+    def __init__(self, graph_dim: int, d: int):
+        super().__init__()
+        self.pooled_mlp = nn.Sequential(nn.Linear(graph_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.node_proj = nn.Sequential(nn.Linear(graph_dim, d), nn.LayerNorm(d))
+
+    def forward(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        memory = torch.cat([self.pooled_mlp(inputs.pooled).unsqueeze(1), self.node_proj(inputs.nodes)], 1)
+        keep = torch.cat([torch.ones(len(inputs.pooled), 1, dtype=torch.bool), inputs.node_mask.bool()], 1)
+        return memory, keep
+
+
 class MiniLMDecoder(nn.Module):
     """all-MiniLM-L6-v2 as a decoder over the graph memory (bert2bert-style: new cross-attention layers)."""
 
@@ -56,15 +71,12 @@ class MiniLMDecoder(nn.Module):
         config = BertConfig.from_pretrained(path)
         config.is_decoder, config.add_cross_attention, config.tie_word_embeddings = True, True, True
         self.bert = BertLMHeadModel.from_pretrained(path, config=config)
-        d = config.hidden_size
-        self.pooled_mlp = nn.Sequential(nn.Linear(graph_dim, d), nn.GELU(), nn.Linear(d, d))
-        self.node_proj = nn.Sequential(nn.Linear(graph_dim, d), nn.LayerNorm(d))
+        self.graph_memory = GraphMemory(graph_dim, config.hidden_size)
         self.max_length = 128
 
     def memory(self, inputs):
-        memory = torch.cat([self.pooled_mlp(inputs.pooled).unsqueeze(1), self.node_proj(inputs.nodes)], 1)
-        mask = torch.cat([torch.ones(len(inputs.pooled), 1, dtype=torch.long), inputs.node_mask.long()], 1)
-        return memory, mask
+        memory, keep = self.graph_memory(inputs)
+        return memory, keep.long()
 
     def token_nll(self, inputs, ids: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """Per-token NLL [B, L-1] (0 at padding) of ids[:, 1:] given ids[:, :-1]."""
@@ -194,8 +206,7 @@ class WhisperCaptionDecoder(nn.Module):
         self.decoder = WhisperDecoder(config)
         self.decoder.load_state_dict(whisper_decoder_state(v, layers), strict=True)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.pooled_mlp = nn.Sequential(nn.Linear(graph_dim, d), nn.GELU(), nn.Linear(d, d))
-        self.node_proj = nn.Sequential(nn.Linear(graph_dim, d), nn.LayerNorm(d))
+        self.graph_memory = GraphMemory(graph_dim, d)
         self.max_length = 128
 
     def encode(self, captions: list[str]) -> list[list[int]]:
@@ -212,8 +223,7 @@ class WhisperCaptionDecoder(nn.Module):
 
     def logits(self, inputs, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Next-token logits [B, L, vocab] of unshifted (GPT-2) ids [B, L] (last_only: [B, 1, vocab])."""
-        memory = torch.cat([self.pooled_mlp(inputs.pooled).unsqueeze(1), self.node_proj(inputs.nodes)], 1)
-        keep = torch.cat([torch.ones(len(memory), 1, dtype=torch.bool), inputs.node_mask.bool()], 1)
+        memory, keep = self.graph_memory(inputs)
         negative = torch.finfo(memory.dtype).min
         cross = torch.zeros(keep.shape).masked_fill(~keep, negative)[:, None, None, :]
         length = ids.shape[1]
