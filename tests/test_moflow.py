@@ -304,3 +304,23 @@ def test_moflow_modules_import_without_ray():
     modules = [f"momu.generate.moflow.{m}" for m in ("config", "data", "model", "correction", "sample", "optimise")]
     out = subprocess.run([sys.executable, "-c", BLOCK_RAY, *modules], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_step_budget_stops_by_steps_or_by_time_agreed_across_ranks():
+    from momu.generate.moflow.train import StepBudget
+
+    now = [0.0]
+    by_steps = StepBudget(max_steps=3, max_seconds=None, clock=lambda: now[0])
+    assert [by_steps.exhausted(s) for s in (0, 2, 3)] == [False, False, True] and not by_steps.out_of_time
+    asked = []
+
+    def other_rank_late(flag):  # another rank's clock has passed the limit before this one's
+        asked.append(flag)
+        return flag or now[0] >= 9.0
+
+    by_time = StepBudget(max_steps=None, max_seconds=10.0, clock=lambda: now[0], any_rank=other_rank_late)
+    assert not by_time.exhausted(1)
+    now[0] = 9.5
+    assert by_time.exhausted(2) and by_time.out_of_time and asked == [False, False]
+    now[0] = 10.0
+    assert StepBudget(None, 10.0, clock=lambda: now[0]).exhausted(0) is False  # the clock starts at creation

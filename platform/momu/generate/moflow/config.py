@@ -109,6 +109,8 @@ class MoFlowTrainConfig(StrictModel):
     batch_size: int = Field(128, ge=2, description="molecules per worker per step (MoFlow: 256 in all)")
     epochs: int = Field(200, ge=1)
     max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimiser steps")
+    max_minutes: Optional[float] = Field(None, gt=0.0, description="stop the training loop after this many minutes "
+                                         "(of this run; a resumed run starts a new budget), then evaluate and save")
     lr: float = Field(1e-3, gt=0.0)
     seed: int = Field(1, description="initial weights, batch order and dequantisation noise")
     num_threads: Optional[int] = Field(None, ge=1, description="torch threads per worker (default: cpus_per_worker)")

@@ -90,6 +90,36 @@ class CompactMolecules:
 
 # -- worker side ------------------------------------------------------------------------------------------------
 
+def _any_rank(flag: bool) -> bool:
+    """True when `flag` holds on any rank (one all-reduce of one number; the flag itself on a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+class StepBudget:
+    """When to stop training: after `max_steps` optimiser steps or `max_seconds` of this run's training loop,
+    whichever comes first. The ranks' clocks differ, so they agree on the time limit through `any_rank` (every rank
+    stops at the same step; none is left waiting in a collective the others have left)."""
+
+    def __init__(self, max_steps: Optional[int], max_seconds: Optional[float], clock=time.monotonic,
+                 any_rank=_any_rank):
+        self.max_steps, self.max_seconds = max_steps or 10 ** 12, max_seconds
+        self.clock, self.any_rank, self.start = clock, any_rank, clock()
+        self.out_of_time = False
+
+    def exhausted(self, step: int) -> bool:
+        if step >= self.max_steps:
+            return True
+        if self.max_seconds is not None:
+            self.out_of_time = self.any_rank(self.clock() - self.start >= self.max_seconds)
+        return self.out_of_time
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
@@ -171,15 +201,16 @@ def train_func(loop_config: dict) -> None:
     per_epoch = len(data) // cfg.batch_size
     if per_epoch == 0:
         raise ValueError(f"worker {rank} has {len(data)} molecules, fewer than batch_size {cfg.batch_size}")
-    max_steps = cfg.max_steps or 10 ** 12
-    total = min(max_steps, cfg.epochs * per_epoch)
+    budget = StepBudget(cfg.max_steps, cfg.max_minutes * 60 if cfg.max_minutes else None)
+    total = min(budget.max_steps, cfg.epochs * per_epoch)
     logger = MetricsLogger(loop_config.get("mlflow_run_id"), loop_config.get("mlflow_tracking_uri")) \
         if rank == 0 else None
     progress = ProgressLine("moflow step", total) if rank == 0 else None
     params = [p for p in model.parameters() if p.requires_grad]
 
     def save_and_report(metrics: dict) -> None:
-        metrics = {**metrics, **{k: state[k] for k in ("step", "epoch", "restored_from_step", "skipped_steps")}}
+        metrics = {**metrics, **{k: state[k] for k in ("step", "epoch", "restored_from_step", "skipped_steps")},
+                   "stopped_by_time": int(budget.out_of_time)}
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": dict(state)},
@@ -189,7 +220,7 @@ def train_func(loop_config: dict) -> None:
             ray.train.report(metrics)
 
     last = {"train_loss": float("nan"), "nll_atoms": float("nan"), "nll_bonds": float("nan")}
-    finished = state["step"] >= max_steps
+    finished = budget.exhausted(state["step"])
     model.train()
     for epoch in range(state["epoch"], cfg.epochs):
         if finished:
@@ -224,7 +255,7 @@ def train_func(loop_config: dict) -> None:
                 progress.update(state["step"], epoch=epoch, loss=last["train_loss"], step_s=round(seconds, 2))
             if state["step"] % cfg.checkpoint_every == 0:
                 save_and_report(last)
-            if state["step"] >= max_steps:
+            if budget.exhausted(state["step"]):
                 finished = True
                 break
         if not finished:
