@@ -232,3 +232,16 @@ def test_partial_text_mode_trains_checkpoints_and_exports(ray_local, tmp_path, t
     with torch.no_grad():
         live = module.embed_text(pad_hidden_states(hidden.column("text_hidden").combine_chunks().flatten()))
     torch.testing.assert_close(exported.embed_texts(texts), live, rtol=1e-5, atol=1e-5)
+
+
+def test_local_ray_workers_silence_the_placement_group_cleaner(ray_local):
+    """Without the dashboard there is no state API: Ray Train's cleaner would warn every second of every run."""
+    import logging
+
+    from momu.job_output import _CLEANER_LOGGER
+
+    @ray_local.remote(num_cpus=0)
+    def cleaner_level() -> int:
+        return logging.getLogger(_CLEANER_LOGGER).getEffectiveLevel()
+
+    assert ray_local.get(cleaner_level.remote()) == logging.ERROR

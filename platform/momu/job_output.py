@@ -77,6 +77,21 @@ def configure_job_output(is_verbose: bool = False) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
 
 
+# Ray Train's detached PlacementGroupCleaner asks the state API every second whether the controller lives. A local
+# Ray here starts without the dashboard, which serves that API, so the cleaner warns "Failed to query Ray Train
+# Controller actor state" once a second for the whole run (7,200 lines in a 2-hour job). On a local Ray nothing is
+# left to clean when the driver ends: the cluster ends with it.
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+QUIET_WORKER_HOOK = "momu.job_output.quiet_ray_worker"
+
+
+def quiet_ray_worker() -> None:
+    """Ray's worker_process_setup_hook for a local Ray (every worker runs it at start): silences the placement
+    group cleaner's state-API warning unless MOMU_VERBOSE is set. Stdlib only: every worker pays its import."""
+    if not verbose():
+        logging.getLogger(_CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
 def install_noise_filter_on_ray_handlers() -> None:
     """Ray attaches its own handlers when it starts; filter the noise there too (records of child loggers reach
     a handler without passing the parent logger's filters)."""

@@ -18,12 +18,16 @@ def start_local_ray(num_cpus: Optional[int] = None, **kwargs) -> None:
     this cost `momu embed` a third of its throughput. A local node therefore keeps a few more idle workers."""
     import ray
 
-    from momu.job_output import install_noise_filter_on_ray_handlers, verbose
+    from momu.job_output import QUIET_WORKER_HOOK, install_noise_filter_on_ray_handlers, verbose
 
     cpus = num_cpus or os.cpu_count() or 1
     if not verbose():
         kwargs.setdefault("logging_level", logging.WARNING)
+    # Without the dashboard (faster start) there is no state API; workers silence what only that costs.
+    runtime_env = dict(kwargs.pop("runtime_env", None) or {})
+    runtime_env.setdefault("worker_process_setup_hook", QUIET_WORKER_HOOK)
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env=runtime_env,
              _system_config={"num_workers_soft_limit": max(8, 2 * cpus)}, **kwargs)
     install_noise_filter_on_ray_handlers()
 
