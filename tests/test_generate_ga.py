@@ -105,8 +105,14 @@ def test_edit_lambda_sweep(small_model):
     sims = [r["tanimoto"] for r in result["results"]]
     assert all(a <= b + 1e-12 for a, b in zip(sims, sims[1:]))
     assert result["evaluations"] <= 60
+    assert not any(r["is_input"] for r in result["results"])  # every result is an edit
+    canonical = Chem.MolToSmiles(Chem.MolFromSmiles(source))
     huge = edit(small_model, "The molecule is a long-chain fatty acid.", source, tiny(edit_lambdas=[1000.0]))
-    assert huge["results"][0]["smiles"] == Chem.MolToSmiles(Chem.MolFromSmiles(source))
+    (nearest,) = huge["results"]  # the closest changed molecule wins, not the input
+    assert nearest["smiles"] != canonical and not nearest["is_input"] and 0 < nearest["tanimoto"] < 1
+    kept = edit(small_model, "The molecule is a long-chain fatty acid.", source,
+                tiny(edit_lambdas=[1000.0], edit_keep_input=True))
+    assert kept["results"][0]["smiles"] == canonical and kept["results"][0]["is_input"]
     with pytest.raises(ValueError, match="invalid SMILES"):
         edit(small_model, TEXT, "C1CC(", tiny())
 

@@ -76,6 +76,8 @@ class GenerateConfig(StrictModel):
                                       description="editing: total = fitness + lambda * Tanimoto(candidate, input) "
                                                   "(Morgan r=2), one result per lambda")
     edit_seeds: int = Field(30, ge=0, description="editing: mutations of the input added to the start population")
+    edit_keep_input: bool = Field(False, description="editing: the unchanged input may be a lambda's result when it "
+                                                     "scores best (default: every result is a changed molecule)")
     batch_size: int = Field(256, ge=1, description="graphs per GIN forward pass")
     moflow: MoFlowMethodSection = Field(default_factory=MoFlowMethodSection)
 

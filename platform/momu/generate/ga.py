@@ -157,7 +157,9 @@ def edit(model, text: str, smiles: str, config: GenerateConfig) -> dict:
     """Edit `smiles` towards `text`: for each lambda of `config.edit_lambdas`, a GA maximising total +
     lambda * Tanimoto(candidate, input) (Morgan r=2, 2048 bits) from the input and its mutations, each with
     1/len(lambdas) of the budget. The result per lambda is the best candidate for that objective among all
-    molecules scored in the sweep, so a larger lambda never gives a result less similar to the input."""
+    molecules scored in the sweep, so a larger lambda never gives a result less similar to the input. The input
+    itself is not a result (an edit changes the molecule; at a large lambda it would win every time) unless
+    `config.edit_keep_input` or nothing else could be scored."""
     started = time.perf_counter()
     mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) and smiles.strip() else None
     if mol is None or mol.GetNumAtoms() == 0:
@@ -190,6 +192,8 @@ def edit(model, text: str, smiles: str, config: GenerateConfig) -> dict:
         generations += g
         stopped_by.append(why)
     candidates = [r for r in fitness.cache.values() if r.total > -math.inf]
+    if not config.edit_keep_input and any(r.smiles != source for r in candidates):
+        candidates = [r for r in candidates if r.smiles != source]
     results = []
     for lam in lambdas:
         best: Scored = max(candidates, key=lambda r: (r.total + lam * sim(r.smiles), sim(r.smiles), r.smiles))
