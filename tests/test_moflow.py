@@ -267,7 +267,7 @@ def test_latent_optimisation_raises_the_cosine_and_batches_seeds(momu_cpu, mode)
     assert summary["best_cosine"] == max(r.cosine for r in results) and 0 < summary["novelty"] <= 1
 
 
-def test_generate_method_moflow_ranks_distinct_molecules_and_refuses_editing(tmp_path, capsys):
+def test_generate_method_moflow_ranks_distinct_molecules_and_edits(tmp_path, capsys):
     import json
 
     from momu.cli import main
@@ -286,13 +286,72 @@ def test_generate_method_moflow_ranks_distinct_molecules_and_refuses_editing(tmp
     assert all(Chem.MolFromSmiles(r["smiles"]) is not None for r in result["results"])
     assert main(flags) == 0
     assert "MoFlow latent optimisation (momu-exact): 4 seeds x 2 steps" in capsys.readouterr().out
-    # one clear line each: editing, a missing MoFlow model, no model given
-    assert main([*flags, "--edit", "CCO"]) == 2
+    # editing: one row per lambda, from the input's latent
+    assert main([*flags, "--edit", "OC(=O)c1ccccc1", "--edit_lambdas", "[0.0, 1000.0]", "--json"]) == 0
+    edited = json.loads(capsys.readouterr().out)
+    assert edited["mode"] == "edit" and [r["lambda"] for r in edited["results"]] == [0.0, 1000.0]
+    assert edited["results"][1]["is_input"] and edited["input"] == "O=C(O)c1ccccc1"
+    assert main([*flags, "--edit", "OC(=O)c1ccccc1"]) == 0
+    assert "MoFlow latent editing (momu-exact)" in capsys.readouterr().out
+    # one clear line each: an input MoFlow cannot represent, a missing MoFlow model, no model given
+    assert main([*flags, "--edit", "C[Si](C)(C)C"]) == 2
     assert main([*flags[:6], str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--edit needs --method ga" in err[0] and "moflow.model" in err[1] and len(err) == 2
+    assert "--edit: MoFlow cannot represent" in err[0] and "moflow.model" in err[1] and len(err) == 2
     assert main(["generate", "--text", "x", "--method", "moflow"]) == 2
     assert "moflow.model" in capsys.readouterr().err
+
+
+def test_moflow_editing_starts_at_the_input_and_the_penalty_holds_it(momu_cpu):
+    from momu.generate.moflow.config import MoFlowOptimiseConfig
+    from momu.generate.moflow.optimise import _frozen, _optimise, encode_latent, perturb_latent
+    from momu.generate.moflow.sample import decode
+
+    atoms, bonds, _ = encode_dense(SMILES)
+    flow = initialised(tiny_config(), atoms, bonds)
+    source = "OC(=O)c1ccccc1Br"
+    z0 = encode_latent(flow, source)
+    assert canonical(decode(flow, z0)[0]) == canonical(Chem.MolFromSmiles(source))  # the encoding inverts
+    text = momu_cpu.embed_texts(["The molecule is an aromatic alcohol."])[0]
+    config = MoFlowOptimiseConfig(mode="soft-bond", steps=20, lr=0.1, lr_step=15)
+    start = z0.repeat(2, 1)
+    with _frozen(flow, momu_cpu):
+        z, steps, _, _ = _optimise(flow, momu_cpu, text, config, start, None, anchor=start,
+                                   weights=torch.tensor([0.0, 1e6]))
+    moved = ((z - start) ** 2).mean(1)
+    # the penalty holds lambda 1e6 near z0 (Adam's steps keep it oscillating at ~lr^2), lambda 0 moves freely
+    assert steps == [20, 20] and moved[0] > 100 * moved[1]
+    with pytest.raises(ValueError, match="cannot represent"):
+        encode_latent(flow, "C[Si](C)(C)C")  # Si is not one of MoFlow's ZINC elements
+    same, *others = perturb_latent(flow, source, [0.0, 0.5, 1.0], seed=3)
+    assert same == Chem.MolToSmiles(Chem.MolFromSmiles(source), isomericSmiles=False)
+    assert all(Chem.MolFromSmiles(s) is not None for s in others)  # corrected decoding: valid
+    assert perturb_latent(flow, source, [0.0, 0.5, 1.0], seed=3) == [same, *others]  # seeded
+
+
+def test_editing_benchmark_runs_the_moflow_rows(momu_cpu, tmp_path):
+    from conftest import SAMPLE
+
+    from momu.generate.editing import EditingBenchmarkConfig, run_editing_benchmark
+    from momu.generate.moflow.model import save_moflow
+
+    atoms, bonds, _ = encode_dense(SMILES)
+    model_dir = save_moflow(initialised(tiny_config(), atoms, bonds), tmp_path / "moflow")
+    data = tmp_path / "editing"
+    data.mkdir()
+    (data / "tasks.tsv").write_text((SAMPLE / "moleculestm_editing" / "tasks.tsv").read_text())
+    (data / "input_smiles.txt").write_text("OC(=O)c1ccccc1Br\nC[Si](C)(C)C\n")  # the second: not MoFlow's
+    with pytest.raises(ValueError, match="need moflow_model"):
+        EditingBenchmarkConfig(methods=["moflow"])
+    config = EditingBenchmarkConfig(data_dir=str(data), tasks=[101], methods=["moflow", "moflow-random"],
+                                    moflow_model=str(model_dir), moflow_steps=3, correlation_sample=0)
+    rows = []
+    result = run_editing_benchmark(config, model=momu_cpu, progress=False, on_row=rows.append)
+    assert result["accounting_ok"] and len(rows) == 4
+    by = {(r["input_index"], r["method"]): r for r in rows}
+    assert len(by[(0, "moflow")]["candidates"]) == 5 and len(by[(0, "moflow-random")]["candidates"]) == 5
+    assert "cannot represent" in by[(1, "moflow")]["failed"] and "cannot represent" in by[(1, "moflow-random")]["failed"]
+    assert result["tasks"][0]["moflow"]["failed"] == 1
 
 
 def test_moflow_modules_import_without_ray():

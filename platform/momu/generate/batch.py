@@ -195,11 +195,11 @@ def run_prompt(text: str, edit_smiles: Optional[str], config: dict, torch_thread
         cfg = GenerateConfig.model_validate(config)
         model = _model(cfg)
         if cfg.method == "moflow":
-            if edit_smiles:
-                raise ValueError("editing needs method ga (MoFlow latent optimisation has no editing mode)")
-            from momu.generate.moflow.optimise import generate_ranked
+            from momu.generate.moflow.optimise import edit_ranked, generate_ranked
 
-            result = generate_ranked(_flow(cfg.moflow.model), model, text, cfg)
+            flow = _flow(cfg.moflow.model)
+            result = (edit_ranked(flow, model, text, edit_smiles, cfg) if edit_smiles
+                      else generate_ranked(flow, model, text, cfg))
         else:
             result = edit(model, text, edit_smiles, cfg) if edit_smiles else generate(model, text, cfg)
         return {"status": "ok", "result": result}
@@ -227,7 +227,8 @@ def answer_rows(prompt: Prompt, result: dict) -> list[dict]:
                   seconds=float(result["seconds"]), stopped_by=str(result["stopped_by"]))
     rows = []
     for i, r in enumerate(result["results"], start=1):
-        rows.append(_row(prompt, rank=int(r.get("rank", i)), smiles=r["smiles"], score=float(r["total"]),
+        rows.append(_row(prompt, rank=int(r.get("rank", i)), smiles=r["smiles"],
+                         score=None if r.get("total") is None else float(r["total"]),
                          cosine=r.get("cosine"), qed=r.get("qed"), sa=r.get("sa"), tanimoto=r.get("tanimoto"),
                          **{"lambda": r.get("lambda")}, **common))
     return rows
@@ -322,13 +323,14 @@ def run_batch(prompts_path: str | Path, output: str | Path, config: GenerateConf
     answered = len(rows_of) - failed
     ok_rows = [r for r in ordered if r["status"] == "ok"]
     seconds = time.perf_counter() - started
+    # an edit's first row may be a MoFlow decode that failed (score None): the mean is over scored rows
+    best_scores = [r["score"] for r in ok_rows if r["rank"] == 1 and r["score"] is not None]
     summary = {
         "prompts": str(Path(prompts_path).resolve()), "output": str(out.resolve()), "total": len(prompts),
         "answered": answered, "failed": failed, "failed_by_reason": dict(reasons.most_common()),
         "accounting_ok": answered + failed == len(prompts) == len(rows_of), "rows": len(ordered),
         "molecules": len(ok_rows),
-        "mean_best_score": round(sum(r["score"] for r in ok_rows if r["rank"] == 1) / answered, 4) if answered
-        else None,
+        "mean_best_score": round(sum(best_scores) / len(best_scores), 4) if best_scores else None,
         "model": config.model, "mode_counts": {"generate": sum(1 for p in prompts if p.edit is None),
                                                "edit": sum(1 for p in prompts if p.edit is not None)},
         "workers": workers, "cpus_per_task": cpus_per_task, "timeout_seconds": timeout,

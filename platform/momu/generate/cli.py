@@ -285,6 +285,8 @@ def cmd_evaluate_editing(args: argparse.Namespace) -> int:
 def format_generation(result: dict) -> str:
     """The ranked molecules (or the best per lambda) as a text table, with the run's budget line."""
     edit = result["mode"] == "edit"
+    if edit and result.get("method") == "moflow":
+        return _format_moflow_edit(result)
     head = (f"{'lambda':>6} {'tanimoto':>8} " if edit else f"{'rank':>4} ") + \
         f"{'total':>8} {'cosine':>8} {'QED':>6} {'SA':>5}  SMILES"
     lines = [head]
@@ -304,6 +306,21 @@ def format_generation(result: dict) -> str:
                  f"{result['seconds']:.1f} s, stopped by {result['stopped_by']}; total = {w['cosine']} cosine + "
                  f"{w['qed']} QED - {w['sa']} (SA-1)/9 - {w['size']} per heavy atom outside "
                  f"{result['heavy_atom_window']} (SA: {result['sa_method']})")
+    return "\n".join(lines)
+
+
+def _format_moflow_edit(result: dict) -> str:
+    def num(value, width, digits):
+        return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+    lines = [f"{'lambda':>6} {'tanimoto':>8} {'cosine':>8} {'QED':>6}  SMILES"]
+    for r in result["results"]:
+        lines.append(f"{r['lambda']:>6.2f} {num(r['tanimoto'], 8, 3)} {num(r['cosine'], 8, 4)} "
+                     f"{num(r.get('qed'), 6, 3)}  {r['smiles'] or '(invalid)'}" + ("  (input)" if r["is_input"] else ""))
+    o = result["optimise"]
+    lines.append(f"MoFlow latent editing ({o['mode']}): from the input's latent, {len(result['results'])} lambdas x "
+                 f"{o['steps']} steps, {result['seconds']:.1f} s; objective cos - lambda * squared latent distance "
+                 "(per dimension, prior-variance units)")
     return "\n".join(lines)
 
 
@@ -330,16 +347,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             return 2
     from momu.generate.ga import edit, generate
 
-    if config.method == "moflow" and args.edit is not None:
-        print("momu generate: error: --edit needs --method ga (MoFlow latent optimisation has no editing mode)",
-              file=sys.stderr)
-        return 2
     model = _load_model(config.model, "momu generate")
     if model is None:
         return 2
     if config.method == "moflow":
         from momu.generate.moflow.model import load_moflow
-        from momu.generate.moflow.optimise import generate_ranked
+        from momu.generate.moflow.optimise import edit_ranked, generate_ranked
 
         try:
             flow = load_moflow(config.moflow.model)
@@ -347,7 +360,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"momu generate: error: moflow.model: cannot load MoFlow {config.moflow.model!r} "
                   f"({(str(err).splitlines() or [''])[0]})", file=sys.stderr)
             return 2
-        result = generate_ranked(flow, model, args.text, config)
+        try:
+            result = (edit_ranked(flow, model, args.text, args.edit, config) if args.edit is not None
+                      else generate_ranked(flow, model, args.text, config))
+        except ValueError as err:  # an input MoFlow cannot represent
+            print(f"momu generate: error: --edit: {err}", file=sys.stderr)
+            return 2
     elif args.edit is not None:
         result = edit(model, args.text, args.edit, config)
     else:

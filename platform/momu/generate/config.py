@@ -54,7 +54,7 @@ class GenerateConfig(StrictModel):
 
     method: Literal["ga", "moflow"] = Field("ga", description="ga: MoMu-guided graph genetic algorithm (the "
                                                               "default); moflow: MoMu's MoFlow latent optimisation "
-                                                              "(needs moflow.model; no editing mode)")
+                                                              "(needs moflow.model; editing from the input's latent)")
     model: str = Field(DEFAULT_MODEL, description="MoMu model: published name, directory or models:/ URI")
     n: int = Field(10, ge=1, description="molecules returned (editing: best per lambda)")
     seed: int = 0

@@ -11,6 +11,10 @@ Methods:
 - `textfree-ga` (control): the same GA, same budget and lambdas, with the text's weight set to 0 (chemistry
   priors + lambda * Tanimoto only): what the search does without reading the prompt.
 - `mutate` (control, GS-Mutate): 5 random single Graph GA mutations of the input.
+- `moflow`: MoMu's own path, MoFlow latent editing (`momu.generate.moflow.optimise.edit_ranked`): from the input's
+  latent, one optimised latent per lambda (cos - lambda * latent distance); needs `moflow_model`.
+- `moflow-random` (control): the input's latent moved by Gaussian noise of 5 sizes (`moflow_perturb_scales`),
+  decoded: MoFlow without the text.
 
 Before the hit ratios, `property_correlations` asks whether the model knows the property at all: the Spearman
 correlation between cos(prompt, molecule) and the property over a ZINC sample (the editing inputs left out)."""
@@ -25,14 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from rdkit import Chem, RDLogger
 from rdkit.Chem import QED, Descriptors
 
 from momu.config import DEFAULT_MODEL, StrictModel
 from momu.generate.config import check_edit_lambdas
 
-METHODS = ("momu-ga", "textfree-ga", "mutate")
+METHODS = ("momu-ga", "textfree-ga", "mutate", "moflow", "moflow-random")
+DEFAULT_METHODS = ("momu-ga", "textfree-ga", "mutate")
 CANDIDATES_PER_INPUT = 5
 # The descriptors MoleculeSTM and ChatDrug judge with (by the names in tasks.tsv).
 PROPERTIES: dict[str, Callable[[Chem.Mol], float]] = {
@@ -89,13 +94,22 @@ class EditingBenchmarkConfig(StrictModel):
     data_dir: str = Field("../shared/data/moleculestm_editing",
                           description="folder with tasks.tsv and input_smiles.txt (MoleculeSTM's 200 ZINC inputs)")
     tasks: list[int] = Field(default_factory=lambda: list(range(101, 109)), description="task ids (101-108)")
-    methods: list[str] = Field(default_factory=lambda: list(METHODS), description="momu-ga, textfree-ga, mutate")
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS),
+                               description="momu-ga, textfree-ga, mutate; moflow and moflow-random need moflow_model")
     limit: Optional[int] = Field(None, ge=1, description="first N inputs per task (default: all 200)")
     seed: int = 0
     budget_evaluations: int = Field(300, ge=1, description="GA fitness evaluations per input (all lambdas)")
     budget_seconds: float = Field(30.0, gt=0, description="GA wall-clock budget per input (all lambdas)")
     edit_lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0],
                                       description="the GA's lambda sweep: one candidate per lambda (5 as MoleculeSTM)")
+    moflow_model: Optional[str] = Field(None, description="trained MoFlow for the moflow methods (a `momu finetune "
+                                                          "moflow` model directory or models:/ URI)")
+    moflow_steps: int = Field(100, ge=0, description="moflow: Adam steps per input (all lambdas batched)")
+    moflow_mode: str = Field("momu-exact", description="moflow: momu-exact (the input's bond skeleton is kept, "
+                                                       "atoms change) or soft-bond (bonds change too)")
+    moflow_perturb_scales: list[float] = Field(
+        default_factory=lambda: [0.1, 0.25, 0.5, 0.75, 1.0],
+        description="moflow-random: noise sizes, in units of the sampling temperature (0.85) x prior std")
     correlation_sample: int = Field(1000, ge=0, description="ZINC molecules for the Spearman check (0: skip it)")
     zinc_path: str = Field("../shared/data/zinc250k/zinc250k.csv.gz", description="ZINC250k for the Spearman check")
     output_dir: str = Field("runs/evaluate-editing", description="where results.json and candidates.jsonl go")
@@ -113,20 +127,43 @@ class EditingBenchmarkConfig(StrictModel):
     def _lambdas(cls, value: list[float]) -> list[float]:
         return check_edit_lambdas(value)
 
+    @model_validator(mode="after")
+    def _moflow(self) -> "EditingBenchmarkConfig":
+        wanted = [m for m in self.methods if m.startswith("moflow")]
+        if wanted and not self.moflow_model:
+            raise ValueError(f"methods {wanted} need moflow_model (a trained MoFlow: `momu finetune moflow`)")
+        if self.moflow_mode not in ("momu-exact", "soft-bond"):
+            raise ValueError(f"moflow_mode must be momu-exact or soft-bond, not {self.moflow_mode!r}")
+        if len(self.moflow_perturb_scales) != CANDIDATES_PER_INPUT or any(v < 0 for v in self.moflow_perturb_scales):
+            raise ValueError(f"moflow_perturb_scales: {CANDIDATES_PER_INPUT} sizes >= 0, one per candidate")
+        return self
 
-def _generate_config(config: EditingBenchmarkConfig, text_weight: float, seed: int):
+
+def _generate_config(config: EditingBenchmarkConfig, text_weight: float, seed: int, moflow: bool = False):
     from momu.generate.config import GenerateConfig, PriorWeights
 
+    extra = {"method": "moflow", "moflow": {"model": config.moflow_model, "optimise": {
+        "steps": config.moflow_steps, "mode": config.moflow_mode}}} if moflow else {}
     return GenerateConfig(model=config.model, seed=seed, budget_evaluations=config.budget_evaluations,
                           budget_seconds=config.budget_seconds, edit_lambdas=config.edit_lambdas,
-                          weights=PriorWeights(cosine=text_weight))
+                          weights=PriorWeights(cosine=text_weight), **extra)
 
 
 def candidates_for(method: str, model, task: EditTask, smiles: str, config: EditingBenchmarkConfig,
-                   seed: int) -> tuple[list[str], dict]:
+                   seed: int, flow=None) -> tuple[list[str], dict]:
     """The candidates one method proposes for one input, and facts about the run (evaluations, seconds)."""
     from momu.generate.ga import _mutations, edit
 
+    if method == "moflow-random":
+        from momu.generate.moflow.optimise import perturb_latent
+
+        return [s for s in perturb_latent(flow, smiles, config.moflow_perturb_scales, seed) if s], {}
+    if method == "moflow":
+        from momu.generate.moflow.optimise import edit_ranked
+
+        result = edit_ranked(flow, model, task.prompt, smiles, _generate_config(config, 1.0, seed, moflow=True))
+        return ([r["smiles"] for r in result["results"] if r["smiles"]],
+                {"moflow_seconds": result["seconds"], "unchanged": sum(r["is_input"] for r in result["results"])})
     if method == "mutate":
         source = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
         return _mutations(source, CANDIDATES_PER_INPUT, random.Random(seed)), {}
@@ -189,6 +226,11 @@ def run_editing_benchmark(config: EditingBenchmarkConfig, model=None, progress: 
         from momu.models.loading import load_momu
 
         model = load_momu(config.model)
+    flow = None
+    if any(m.startswith("moflow") for m in config.methods):
+        from momu.generate.moflow.model import load_moflow
+
+        flow = load_moflow(config.moflow_model)
     started = time.perf_counter()
     correlations = []
     if config.correlation_sample:
@@ -209,7 +251,7 @@ def run_editing_benchmark(config: EditingBenchmarkConfig, model=None, progress: 
                 try:
                     if before is None:
                         raise ValueError(f"input {smiles!r} is not a valid SMILES (RDKit cannot parse it)")
-                    candidates, facts = candidates_for(method, model, task, smiles, config, seed)
+                    candidates, facts = candidates_for(method, model, task, smiles, config, seed, flow)
                     values = [property_value(task.prop, c) for c in candidates]
                     row.update(facts, candidates=candidates, values=values,
                                hit_loose=any(task.hit(before, v, 0.0) for v in values),

@@ -111,7 +111,7 @@ def optimise_latents(flow: MoFlow, momu, text_embedding: torch.Tensor, config: M
     cosines at the final z). `history`, if given, receives the mean cosine of the active seeds at each step."""
     seeds = list(range(config.seeds)) if seeds is None else seeds
     with _frozen(flow, momu):
-        return _optimise(flow, momu, text_embedding, config, seeds, history)
+        return _optimise(flow, momu, text_embedding, config, initial_latents(flow, config, seeds), history)
 
 
 @contextlib.contextmanager
@@ -131,17 +131,23 @@ def _frozen(*modules):
                 p.requires_grad_(flag)
 
 
-def _optimise(flow, momu, text_embedding, config, seeds, history):
+def _optimise(flow, momu, text_embedding, config, start: torch.Tensor, history, anchor: Optional[torch.Tensor] = None,
+              weights: Optional[torch.Tensor] = None):
+    """Adam on each row of `start`: loss = -(cos - w * d(z, anchor)) / loss_temperature, d = mean squared distance
+    per dimension in units of the prior variance (editing's penalty; none without an anchor)."""
     device = flow.ln_var.device
     text = F.normalize(text_embedding.reshape(1, -1).float().to(device), dim=-1)
-    z = initial_latents(flow, config, seeds).to(device).requires_grad_(True)
+    z = start.detach().clone().to(device).requires_grad_(True)
+    if anchor is not None:
+        anchor, weights = anchor.detach().to(device), weights.to(device, z.dtype)
+        prior_var = float(torch.exp(flow.ln_var.detach()).item())
     fixed_bonds = None
     if config.mode == "momu-exact":  # the bond part gets no gradient: decode its skeleton once
         with torch.no_grad():
             fixed_bonds = flow.reverse(z)[0]
     optimizer = torch.optim.Adam([z], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
-    n = len(seeds)
+    n = len(start)
     active = torch.ones(n, dtype=torch.bool, device=device)
     steps = torch.zeros(n, dtype=torch.long)
     reasons = ["steps"] * n
@@ -165,7 +171,10 @@ def _optimise(flow, momu, text_embedding, config, seeds, history):
             history.append(float(cos.detach()[active].mean()))
         if step == config.steps:
             break
-        loss = -(cos[active] / config.loss_temperature).sum()
+        objective = cos
+        if anchor is not None:
+            objective = cos - weights * ((z - anchor) ** 2).mean(1) / prior_var
+        loss = -(objective[active] / config.loss_temperature).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         kept[active] = z.detach()[active]
@@ -181,28 +190,34 @@ def generate_from_text(flow: MoFlow, momu, text: str, config: MoFlowOptimiseConf
                        seeds: Optional[list[int]] = None) -> list[SeedResult]:
     """The whole procedure for one prompt: optimise, decode each seed's final z (with MoFlow's correction unless
     config.correct is off) and score the decoded molecule with MoMu as an ordinary molecule."""
+    seeds = list(range(config.seeds)) if seeds is None else seeds
+    text_emb = momu.embed_texts([text])[0]
+    z, steps, reasons, last_cos = optimise_latents(flow, momu, text_emb, config, seeds)
+    return [SeedResult(seed, smiles, plain_valid, score, cos if math.isfinite(cos) else float("nan"), n_steps, reason)
+            for seed, (smiles, plain_valid, score), n_steps, reason, cos
+            in zip(seeds, decode_scored(flow, momu, z, text_emb, config.correct), steps, reasons, last_cos)]
+
+
+def decode_scored(flow: MoFlow, momu, z: torch.Tensor, text_embedding: Optional[torch.Tensor], correct: bool = True
+                  ) -> list[tuple[Optional[str], bool, Optional[float]]]:
+    """Per latent: (SMILES decoded with MoFlow's correction, or without it when `correct` is off; None if invalid,
+    whether it was valid without correction, MoMu cosine of that molecule featurized as usual with the text)."""
     from rdkit import Chem
 
     from momu.chem.featurize import MolGraph, featurize_smiles
     from momu.generate.moflow.correction import corrected, valid_without_correction
     from momu.generate.moflow.sample import canonical_smiles, decode
 
-    seeds = list(range(config.seeds)) if seeds is None else seeds
-    text_emb = momu.embed_texts([text])[0]
-    z, steps, reasons, last_cos = optimise_latents(flow, momu, text_emb, config, seeds)
-    raw = decode(flow, z)
-    results = []
-    for seed, mol, n_steps, reason, cos in zip(seeds, raw, steps, reasons, last_cos):
+    out = []
+    for mol in decode(flow, z):
         plain = valid_without_correction(Chem.RWMol(mol))
-        final = corrected(Chem.RWMol(mol)) if config.correct else plain
-        smiles = canonical_smiles(final)
+        smiles = canonical_smiles(corrected(Chem.RWMol(mol)) if correct else plain)
         score = None
-        graph = featurize_smiles(smiles) if smiles else None
+        graph = featurize_smiles(smiles) if smiles and text_embedding is not None else None
         if isinstance(graph, MolGraph):
-            score = float(momu.embed_graphs([graph])[0].float() @ text_emb.float().to(momu.device))
-        results.append(SeedResult(seed, smiles, plain is not None, score,
-                                  cos if math.isfinite(cos) else float("nan"), n_steps, reason))
-    return results
+            score = float(momu.embed_graphs([graph])[0].float() @ text_embedding.float().to(momu.device))
+        out.append((smiles, plain is not None, score))
+    return out
 
 
 def summarise(results: list[SeedResult], train_smiles: Optional[set] = None) -> dict:
@@ -258,3 +273,85 @@ def generate_ranked(flow: MoFlow, momu, text: str, config) -> dict:
             "heavy_atom_window": [config.min_heavy_atoms, config.max_heavy_atoms],
             "allowed_elements": config.allowed_elements, "optimise": opt.model_dump(),
             "summary": summarise(results)}
+
+
+# -- editing ----------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def encode_latent(flow: MoFlow, smiles: str) -> torch.Tensor:
+    """A molecule's MoFlow latent [1, latent]: the flow's forward pass on its kekulized one-hot graph without
+    dequantisation noise (MoFlow's own encoding for optimisation); reversing it gives the molecule back."""
+    from momu.generate.moflow.data import encode_smiles, to_dense
+
+    c = flow.config
+    encoded = encode_smiles(smiles, c.atomic_numbers, c.max_atoms)
+    if isinstance(encoded, str):
+        raise ValueError(f"MoFlow cannot represent {smiles!r} ({encoded.replace('_', ' ')}; at most "
+                         f"{c.max_atoms} atoms of its {c.num_atom_types - 1} elements)")
+    atoms, bonds = to_dense([encoded.atom_types], [encoded.bonds], c.max_atoms, c.num_atom_types)
+    device, was_training = flow.ln_var.device, flow.training
+    flow.eval()
+    try:
+        z, _, _ = flow(atoms.to(device), bonds.to(device), dequantize=False)
+    finally:
+        flow.train(was_training)
+    return z
+
+
+def _edit_rows(flow, momu, smiles: str, z: torch.Tensor, text_emb, correct: bool, key: str, values: list[float],
+               extra: Optional[list[dict]] = None) -> tuple[str, list[dict]]:
+    """Decode one latent per sweep value into the GA's edit-result layout (tanimoto to the input, is_input)."""
+    from rdkit import Chem
+    from rdkit.Chem import QED
+
+    from momu.generate.fitness import morgan_fp, sa_score, tanimoto
+
+    source = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), isomericSmiles=False)
+    reference = morgan_fp(Chem.MolFromSmiles(source))
+    rows = []
+    for i, (value, (out, plain_valid, cosine)) in enumerate(zip(values, decode_scored(flow, momu, z, text_emb,
+                                                                                      correct))):
+        mol = Chem.MolFromSmiles(out) if out else None
+        row = {key: value, "smiles": out, "total": cosine, "cosine": cosine, "valid_without_correction": plain_valid,
+               "tanimoto": tanimoto(reference, morgan_fp(mol)) if mol is not None else None,
+               "is_input": out == source, "from_pool": False}
+        if mol is not None:
+            row.update(qed=float(QED.qed(mol)), sa=sa_score(mol), heavy_atoms=mol.GetNumHeavyAtoms())
+        rows.append({**row, **(extra[i] if extra else {})})
+    return source, rows
+
+
+def edit_ranked(flow: MoFlow, momu, text: str, smiles: str, config) -> dict:
+    """`momu generate --method moflow --edit SMILES`: MoFlow latent editing. The input's latent z0 starts one
+    latent per lambda of `config.edit_lambdas`, each optimised (batched; `config.moflow.optimise`: steps, lr, mode)
+    for cos(MoMu(decoded z), text) - lambda * d(z, z0), d = mean squared distance per dimension in prior-variance
+    units (MoleculeSTM's latent editing keeps z near z0 the same way; lambda plays the GA's Tanimoto weight's role:
+    cos and lambda * d share one scale). One decoded candidate per lambda, in the GA's edit-result layout."""
+    import time
+
+    started = time.perf_counter()
+    opt = config.moflow.optimise
+    z0 = encode_latent(flow, smiles)
+    lambdas = list(config.edit_lambdas)
+    text_emb = momu.embed_texts([text])[0]
+    start = z0.repeat(len(lambdas), 1)
+    with _frozen(flow, momu):
+        z, steps, reasons, _ = _optimise(flow, momu, text_emb, opt, start, None, anchor=start,
+                                         weights=torch.tensor(lambdas))
+    source, rows = _edit_rows(flow, momu, smiles, z, text_emb, opt.correct, "lambda", lambdas,
+                              [{"steps": s, "stopped_by": r} for s, r in zip(steps, reasons)])
+    return {"mode": "edit", "method": "moflow", "text": text, "input": source, "model": config.model,
+            "moflow_model": config.moflow.model, "results": rows, "evaluations": len(lambdas) * opt.steps,
+            "generations": opt.steps, "stopped_by": ",".join(sorted(set(reasons))),
+            "seconds": round(time.perf_counter() - started, 3), "seed": config.seed,
+            "optimise": opt.model_dump(), "edit_lambdas": lambdas}
+
+
+def perturb_latent(flow: MoFlow, smiles: str, scales: list[float], seed: int, temperature: float = 0.85,
+                   correct: bool = True) -> list[Optional[str]]:
+    """Benchmark A's MoFlow control: z0 + scale * temperature * prior std * N(0, I), one draw per scale, decoded
+    (with MoFlow's correction): what moving in latent space does without reading any text."""
+    z0 = encode_latent(flow, smiles)
+    noise = torch.randn(len(scales), z0.shape[1], generator=torch.Generator().manual_seed(seed)).to(z0.device)
+    z = z0 + torch.tensor(scales, dtype=z0.dtype, device=z0.device)[:, None] * temperature * flow.prior_std() * noise
+    return [s for s, _, _ in decode_scored(flow, None, z, None, correct)]
