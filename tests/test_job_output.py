@@ -4,7 +4,7 @@ import io
 import logging
 
 from momu.cli import build_parser
-from momu.job_output import ProgressLine, _DropNoise, _RayDataProgressOneLine
+from momu.job_output import LineBar, ProgressLine, _DropNoise, _RayDataProgressOneLine, progress_bar
 
 
 def _record(msg: str) -> logging.LogRecord:
@@ -35,6 +35,23 @@ def test_progress_line_prints_at_most_every_interval():
     assert not line.update(3)
     text = out.getvalue().strip().splitlines()
     assert len(text) == 1 and text[0].startswith("momu step: 2/100, loss 1.25, epoch 0 (")
+
+
+def test_progress_bar_in_a_log_is_lines_not_carriage_returns(monkeypatch):
+    monkeypatch.delenv("MOMU_VERBOSE", raising=False)
+    out = io.StringIO()  # not a terminal
+    quick = progress_bar(range(5), desc="quick", stream=out)
+    assert isinstance(quick, LineBar) and list(quick) == [0, 1, 2, 3, 4]
+    assert out.getvalue() == ""  # a loop shorter than the interval says nothing
+    slow = LineBar(range(3), desc="slow", every_s=0.0, stream=out)
+    slow.set_postfix(loss="0.5")
+    assert list(slow) == [0, 1, 2]
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and lines[-1].startswith("slow: 3/3, loss 0.5 (") and len(lines) == 4
+    with LineBar(desc="rows", every_s=0.0, stream=out) as bar:  # tqdm's update / with interface
+        bar.update(7)
+    assert out.getvalue().splitlines()[-1].startswith("rows: 7 (")
+    assert not isinstance(progress_bar(range(2), desc="off", disable=True, stream=out), LineBar)
 
 
 def test_every_job_takes_verbose():

@@ -124,3 +124,53 @@ class ProgressLine:
                           + f" ({now - self.started:.0f} s)\n")
         self.stream.flush()
         return True
+
+
+class LineBar:
+    """The part of tqdm's interface our loops use (iterate, update, set_postfix, close, `with`), reported as a
+    ProgressLine: one line every `every_s` seconds and, for a loop that ran that long, one when it ends (a short
+    loop prints nothing), instead of carriage-return updates that pile up into one unreadable line in a log."""
+
+    def __init__(self, iterable=None, desc: str = "", total: Optional[int] = None, every_s: float = 15.0,
+                 stream=None):
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.iterable, self.n, self.postfix, self.closed, self.reported = iterable, 0, {}, False, False
+        self.line = ProgressLine(desc, total, every_s, stream=stream)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.reported |= self.line.update(self.n, **self.postfix)
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **fields) -> None:
+        self.postfix = {**(ordered_dict or {}), **fields}
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.reported:
+                self.line.update(self.n, force=True, **self.postfix)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_bar(iterable=None, *, desc: str = "", total: Optional[int] = None, disable: bool = False,
+                 stream=None, **tqdm_kwargs):
+    """A progress bar for a loop in a job: tqdm's bar on a terminal (or with --verbose), a LineBar when the
+    output goes to a file or pipe, nothing when `disable`."""
+    from tqdm.auto import tqdm
+
+    out = stream or sys.stderr
+    if disable or verbose() or (hasattr(out, "isatty") and out.isatty()):
+        return tqdm(iterable, desc=desc, total=total, disable=disable, file=stream, **tqdm_kwargs)
+    return LineBar(iterable, desc, total, stream=stream)

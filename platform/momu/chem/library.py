@@ -17,7 +17,7 @@ from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from momu.job_output import progress_bar
 
 from momu.chem.columns import GRAPH_SCHEMA, graphs_to_columns
 from momu.chem.featurize import DEFAULT_MAX_ATOMS, Rejection, canonical_smiles, featurize_smiles
@@ -47,7 +47,7 @@ def featurize_library(input_path: str, output: str, smiles_column: Optional[str]
     rows_read = featurized = 0
     start = time.perf_counter()
     files = {"files": 0, "files_failed": [], "ignored_files": []}
-    bar = tqdm(desc="featurize", unit="mol", disable=not progress)
+    bar = progress_bar(desc="featurize", unit="mol", disable=not progress)
     with pq.ParquetWriter(tmp_out, FEATURIZED_SCHEMA) as out_writer, \
             pq.ParquetWriter(tmp_rej, REJECTS_SCHEMA) as rej_writer:
         for table, report in iter_molecule_library(input_path, smiles_column, id_column, chunk_rows, header):

@@ -605,6 +605,6 @@ def _shard_model_info(files: list[Path]) -> dict:
 
 
 def _progress(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from momu.job_output import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="row", disable=not enabled)
+    return progress_bar(total=total, desc=desc, unit="row", disable=not enabled)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from momu.job_output import progress_bar
 
 from momu.chem.augment import augment_pyg_batch
 from momu.chem.featurize import graphs_to_pyg_batch
@@ -42,7 +42,8 @@ class TextFeatureCache:
         encoder.eval()
         chunks = []
         with torch.no_grad():
-            for start in tqdm(range(0, len(unique), batch_size), desc="caching text features", disable=not progress):
+            for start in progress_bar(range(0, len(unique), batch_size), desc="caching text features",
+                                      disable=not progress):
                 tokens = encoder.tokenize(unique[start:start + batch_size], model.device)
                 chunks.append(encoder(**tokens))
         encoder.train(was_training)
@@ -65,8 +66,8 @@ class HiddenStateCache:
         encoder.eval()
         self.hidden: list[torch.Tensor] = []
         with torch.no_grad():
-            for start in tqdm(range(0, len(unique), batch_size), desc="caching text hidden states",
-                              disable=not progress):
+            for start in progress_bar(range(0, len(unique), batch_size), desc="caching text hidden states",
+                                      disable=not progress):
                 tokens = encoder.tokenize(unique[start:start + batch_size], model.device)
                 states = encoder.lower_hidden(**tokens, train_layers=train_layers)
                 self.hidden += [h[m.bool()].cpu() for h, m in zip(states, tokens["attention_mask"])]
@@ -209,7 +210,7 @@ def train_local(config: TrainConfig, progress: bool = True, log_to_mlflow: bool 
         _log_metrics({f"heldout_{k}": v for k, v in before.items()}, step=0, enabled=run is not None)
         losses: list[float] = []
         start = time.perf_counter()
-        bar = tqdm(range(config.steps), desc="train-local", disable=not progress)
+        bar = progress_bar(range(config.steps), desc="train-local", disable=not progress)
         for _ in bar:
             loss = trainer.train_step()
             if not math.isfinite(loss):

@@ -355,9 +355,11 @@ def run_property_sweep(cfg: PropertySweepConfig, progress: bool = True, log_to_m
     refs = {prepare.remote(d.model_dump(mode="json")): d.display_name() for d in cfg.datasets}
     data_info: dict[str, dict] = {}
     pending = list(refs)
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # tqdm.write: a line that does not break a terminal's bar
 
-    with tqdm(total=len(pending), desc="featurizing + splitting datasets", disable=not progress) as bar:
+    from momu.job_output import progress_bar
+
+    with progress_bar(total=len(pending), desc="featurizing + splitting datasets", disable=not progress) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             info = ray.get(done[0])

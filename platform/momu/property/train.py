@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
+from momu.job_output import progress_bar
 
 from momu.chem.columns import GRAPH_COLUMNS, flat_column, graphs_to_columns
 from momu.chem.featurize import MolGraph, featurize_many, graphs_to_pyg_batch
@@ -125,8 +125,8 @@ def _build(section: PropertyDataSection, progress: bool) -> PropertyData:
     graphs: list[MolGraph] = []
     keep: list[int] = []
     rejected: list[tuple[int, object]] = []
-    for start in tqdm(chunks, desc=f"featurizing {name} ({len(smiles_all)} molecules)",
-                      disable=not progress or len(smiles_all) < 4096, unit="chunk"):
+    for start in progress_bar(chunks, desc=f"featurizing {name} ({len(smiles_all)} molecules)",
+                              disable=not progress or len(smiles_all) < 4096, unit="chunk"):
         batch = featurize_many(smiles_all[start:start + 2048], max_atoms=section.max_atoms)
         graphs.extend(batch.graphs)
         keep.extend(start + i for i in batch.indices)
@@ -477,7 +477,8 @@ def finetune_property(config: PropertyFinetuneConfig, data: Optional[PropertyDat
     with run_ctx as run:
         best: dict = {}
         best_state = None
-        bar = tqdm(range(1, t.epochs + 1), desc=f"finetune {data.name}", disable=not progress, unit="epoch")
+        bar = progress_bar(range(1, t.epochs + 1), desc=f"finetune {data.name}", disable=not progress,
+                           unit="epoch")
         train_seconds = 0.0
         for epoch in bar:
             tic = time.perf_counter()
@@ -635,7 +636,7 @@ def predict_file(model_source: str, input_path: str, output: str, smiles_column:
     values, rejects, reasons = [], [], {}
     files = {"files": 0, "files_failed": [], "ignored_files": []}
     rows_read = 0
-    bar = tqdm(desc="predict", unit="mol", disable=not progress)
+    bar = progress_bar(desc="predict", unit="mol", disable=not progress)
     # Chunk by chunk: graphs of one chunk at a time, and every reader-refused row kept (a merged report would keep
     # only a sample of them).
     for table, report in iter_molecule_library(input_path, smiles_column, id_column, header=header):

@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from momu.job_output import progress_bar
 from momu.retrieval.config import RetrievalEvalConfig
 from momu.retrieval.metrics import (
     chance_direction_metrics,
@@ -169,7 +169,7 @@ def build_pool(cfg: RetrievalEvalConfig, pairs: EvalPairs) -> Optional[MoleculeP
             raise ValueError(f"pool: evaluated molecule {smi!r} could not be added")
         targets.append(row)
     for path in cfg.pool_paths:
-        for smi in tqdm(_pool_file_smiles(path), desc=f"pool {Path(path).name}", leave=False, disable=None):
+        for smi in progress_bar(_pool_file_smiles(path), desc=f"pool {Path(path).name}", leave=False):
             if smi:
                 add(smi)
             else:
@@ -210,7 +210,7 @@ def pooled_text_features(encoder, texts: Sequence[str], batch_size: int, device:
     order = _length_order(texts)
     out = torch.zeros(len(texts), encoder.out_dim)
     encoder.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
         idx = order[start:start + batch_size]
         tokens = encoder.tokenize([texts[i] for i in idx], device)
         out[idx] = encoder.pool(**tokens).float().cpu()
@@ -242,7 +242,7 @@ def graph_embeddings(model, graphs: Sequence, smiles: Sequence[Optional[str]], b
                      device: str = "cpu", progress: bool = True, desc: str = "molecules") -> torch.Tensor:
     model.eval()
     out = []
-    for start in tqdm(range(0, len(graphs), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in progress_bar(range(0, len(graphs), batch_size), desc=desc, disable=not progress, leave=False):
         batch = model.graph_batch(graphs[start:start + batch_size],
                                   smiles[start:start + batch_size] if model.uses_fingerprints else None)
         out.append(model.encode_graph(batch.to(device)).float().cpu())
