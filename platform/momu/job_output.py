@@ -52,6 +52,8 @@ def configure_job_output(is_verbose: bool = False) -> None:
     # Read when Ray Data's logging progress module is imported: set it first.
     os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "15")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # transformers draws a "Loading weights" bar per model load (read when it is imported: set it first)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # MLflow asks pyfunc models for type hints on predict (MoMu's takes a DataFrame with either column).
     warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
