@@ -94,3 +94,30 @@ def test_ga_row_answers_every_description(ray_local, small_model, tmp_path):
     references, predictions = read_predictions(tmp_path / "ga.tsv")
     assert summary["empty_outputs"] == summary["ga"]["failed"]
     assert all(Chem.MolFromSmiles(p) is not None for p in predictions if p)
+
+
+@pytest.mark.ray
+def test_moflow_row_answers_every_description(ray_local, small_model, tmp_path):
+    import torch
+
+    from momu.generate.moflow.config import MoFlowConfig
+    from momu.generate.moflow.data import encode_dense
+    from momu.generate.moflow.model import MoFlow, save_moflow
+
+    atoms, bonds, _ = encode_dense(["CCO", "O=C(O)c1ccccc1Br", "CSc1ncc(Cl)s1", "CC(=O)Nc1ccccc1F"])
+    torch.manual_seed(0)
+    flow = MoFlow(MoFlowConfig(squeeze_fold=2, bond_flows=2, bond_hidden=[8, 8], atom_flows=3, atom_gnn_hidden=[8],
+                               atom_linear_hidden=[8, 8]))
+    flow.train()
+    flow(atoms, bonds)  # ActNorm's data-dependent initialisation
+    flow_dir = save_moflow(flow.eval(), tmp_path / "moflow")
+    model_dir = small_model.save_pretrained(tmp_path / "model")
+    common = dict(method="moflow", model=str(model_dir), test_path=str(TEST_SLICE), limit=2, workers=2,
+                  output=str(tmp_path / "moflow.tsv"))
+    with pytest.raises(ValueError, match="moflow_model"):
+        run_predict(Text2MolConfig(**common), progress=False)
+    summary = run_predict(Text2MolConfig(**common, moflow_model=str(flow_dir), moflow_seeds=3, moflow_steps=2),
+                          progress=False)
+    assert summary["rows"] == 2 and summary["moflow"]["answered"] == 2 and summary["empty_outputs"] == 0
+    _, predictions = read_predictions(tmp_path / "moflow.tsv")
+    assert len(predictions) == 2 and all(Chem.MolFromSmiles(p) is not None for p in predictions)

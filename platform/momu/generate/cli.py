@@ -130,7 +130,8 @@ def register(sub, groups) -> None:
             "Write a predictions file (description, ground truth, output; tab-separated, MolT5's format) for the "
             "first --limit rows of ChEBI-20 test, with one --method: random (a seeded random ZINC250k molecule), "
             "retrieval (the ChEBI-20 train molecule, test molecules removed, nearest the text by MoMu cosine), ga "
-            "(the MoMu-guided GA's best molecule, as `momu generate batch` Ray tasks) or molt5 (MolT5's released "
+            "(the MoMu-guided GA's best molecule, as `momu generate batch` Ray tasks), moflow (MoMu's MoFlow latent "
+            "optimisation, its best seed by MoMu cosine; --moflow_model DIR) or molt5 (MolT5's released "
             "outputs for the same descriptions). Score it with `momu evaluate generation --predictions FILE "
             "--model MODEL`."),
         epilog="examples:\n  momu generate predict --method retrieval --limit 500 --output runs/text2mol/retrieval.tsv\n"

@@ -8,6 +8,8 @@ Methods:
 - `retrieval`: the pool molecule (ChEBI-20 train, every ChEBI-20 test molecule removed) whose MoMu graph embedding
   is nearest the description's text embedding.
 - `ga`: the MoMu-guided GA (`momu generate batch`: parallel Ray tasks, one prompt each), its best molecule.
+- `moflow`: MoMu's own path, MoFlow latent optimisation (`momu generate batch --method moflow`), the decoded
+  molecule of highest MoMu cosine over its seeds; needs `moflow_model`.
 - `molt5`: the rows of one of MolT5's released caption2smiles files for the same descriptions (checked to match)."""
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from pydantic import Field
 
 from momu.config import DEFAULT_MODEL, StrictModel
 
-METHODS = ("random", "retrieval", "ga", "molt5")
+METHODS = ("random", "retrieval", "ga", "moflow", "molt5")
 
 
 class Text2MolConfig(StrictModel):
     """`momu generate predict`: one method's predictions for the first `limit` rows of ChEBI-20 test."""
 
-    method: Literal["random", "retrieval", "ga", "molt5"] = Field("retrieval", description="which row to produce")
+    method: Literal["random", "retrieval", "ga", "moflow", "molt5"] = Field("retrieval",
+                                                                           description="which row to produce")
     model: str = Field(DEFAULT_MODEL, description="MoMu model (retrieval, ga): published name, directory or models:/")
     test_path: str = Field("../shared/data/chebi20/test.txt", description="ChEBI-20 test (CID, SMILES, description)")
     limit: Optional[int] = Field(500, ge=1, description="the first N test rows (the documented subset; null: all)")
@@ -44,7 +47,12 @@ class Text2MolConfig(StrictModel):
     seed: int = 0
     budget_seconds: float = Field(10.0, gt=0, description="ga: wall-clock budget per description")
     budget_evaluations: int = Field(600, ge=1, description="ga: fitness evaluations per description")
-    workers: Optional[int] = Field(None, ge=1, description="ga: parallel Ray tasks (default: one per CPU)")
+    workers: Optional[int] = Field(None, ge=1, description="ga, moflow: parallel Ray tasks (default: one per CPU)")
+    moflow_model: Optional[str] = Field(None, description="moflow: a trained MoFlow (`momu finetune moflow` model "
+                                                          "directory or models:/ URI)")
+    moflow_seeds: int = Field(60, ge=1, description="moflow: latents per description (MoMu's 60)")
+    moflow_steps: int = Field(500, ge=0, description="moflow: Adam steps (MoMu's 500)")
+    moflow_mode: Literal["momu-exact", "soft-bond"] = Field("momu-exact", description="moflow: optimisation mode")
     output: str = Field("runs/generate/predictions.tsv", description="the predictions file written (.tsv)")
 
 
@@ -97,16 +105,20 @@ def predict_retrieval(rows: list[dict], config: Text2MolConfig, model=None) -> l
 
 
 def predict_ga(rows: list[dict], config: Text2MolConfig, progress: bool = True) -> tuple[list[str], dict]:
-    """The GA's best molecule per description, through `momu generate batch` (a failed prompt gives "", scored as
-    an invalid molecule). Returns the outputs and the batch summary."""
+    """The best molecule per description of the GA (or, with method moflow, of MoFlow latent optimisation),
+    through `momu generate batch` (a failed prompt gives "", scored as an invalid molecule). Returns the outputs
+    and the batch summary."""
     import pyarrow.parquet as pq
 
     from momu.generate.batch import run_batch
     from momu.generate.config import GenerateConfig
 
+    moflow = {"method": "moflow", "moflow": {"model": config.moflow_model, "optimise": {
+        "seeds": config.moflow_seeds, "steps": config.moflow_steps, "mode": config.moflow_mode}}} \
+        if config.method == "moflow" else {}
     gen = GenerateConfig(model=config.model, n=1, seed=config.seed, budget_seconds=config.budget_seconds,
                          budget_evaluations=config.budget_evaluations,
-                         pool={"path": config.pool_path, "exclude": config.exclude})
+                         pool={"path": config.pool_path, "exclude": config.exclude}, **moflow)
     with tempfile.TemporaryDirectory(prefix="momu-text2mol-") as tmp:
         prompts = Path(tmp) / "prompts.tsv"
         with prompts.open("w", encoding="utf-8") as handle:
@@ -156,9 +168,12 @@ def run_predict(config: Text2MolConfig, model=None, progress: bool = True) -> di
         outputs = predict_random(rows, config.random_path, config.seed)
     elif config.method == "retrieval":
         outputs = predict_retrieval(rows, config, model)
-    elif config.method == "ga":
+    elif config.method in ("ga", "moflow"):
+        if config.method == "moflow" and not config.moflow_model:
+            raise ValueError("moflow_model: method moflow needs a trained MoFlow (`momu finetune moflow`)")
         outputs, batch = predict_ga(rows, config, progress)
-        extra["ga"] = {k: batch[k] for k in ("answered", "failed", "failed_by_reason", "workers", "seconds")}
+        extra[config.method] = {k: batch[k] for k in ("answered", "failed", "failed_by_reason", "workers",
+                                                      "seconds")}
     else:
         outputs = predict_molt5(rows, config.molt5_path)
     path = write_predictions(config.output, rows, outputs)
