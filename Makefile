@@ -37,7 +37,7 @@ bench: install
 
 # Reproduce the shipped checkpoint platform/momu/checkpoints/momu-cpu from ../shared/data (see its MODEL_CARD.md):
 # molecule set -> graph-only GraphCL stage -> deduplicated pair corpus -> MoMu pretraining -> ChEBI-20 test report
-# -> publish. ~40 min on 2 cores.
+# -> publish. ~55 min on 2 cores (text-feature cache 14-16 min, MoMu's 12 epochs 23 min).
 checkpoint: install
 	$(BIN)/momu data build-molecules --config configs/corpus_molecules_cpu.yaml
 	$(BIN)/momu pretrain --config configs/graphcl_corpus_cpu.yaml --output-dir runs/models/graphcl_corpus
