@@ -298,9 +298,10 @@ def encode_latent(flow: MoFlow, smiles: str) -> torch.Tensor:
     return z
 
 
-def _edit_rows(flow, momu, smiles: str, z: torch.Tensor, text_emb, correct: bool, key: str, values: list[float],
-               extra: Optional[list[dict]] = None) -> tuple[str, list[dict]]:
-    """Decode one latent per sweep value into the GA's edit-result layout (tanimoto to the input, is_input)."""
+def _edit_rows(flow, momu, smiles: str, z: torch.Tensor, text_emb, correct: bool, lambdas: list[float],
+               extra: list[dict]) -> tuple[str, list[dict]]:
+    """Decode one latent per lambda into the GA's edit-result layout (Tanimoto to the input, is_input); the input
+    is compared without stereo, as MoFlow sees molecules."""
     from rdkit import Chem
     from rdkit.Chem import QED
 
@@ -309,15 +310,15 @@ def _edit_rows(flow, momu, smiles: str, z: torch.Tensor, text_emb, correct: bool
     source = Chem.MolToSmiles(Chem.MolFromSmiles(smiles), isomericSmiles=False)
     reference = morgan_fp(Chem.MolFromSmiles(source))
     rows = []
-    for i, (value, (out, plain_valid, cosine)) in enumerate(zip(values, decode_scored(flow, momu, z, text_emb,
-                                                                                      correct))):
+    decoded = decode_scored(flow, momu, z, text_emb, correct)
+    for lam, (out, plain_valid, cosine), facts in zip(lambdas, decoded, extra):
         mol = Chem.MolFromSmiles(out) if out else None
-        row = {key: value, "smiles": out, "total": cosine, "cosine": cosine, "valid_without_correction": plain_valid,
+        row = {"lambda": lam, "smiles": out, "total": cosine, "cosine": cosine, "valid_without_correction": plain_valid,
                "tanimoto": tanimoto(reference, morgan_fp(mol)) if mol is not None else None,
                "is_input": out == source, "from_pool": False}
         if mol is not None:
             row.update(qed=float(QED.qed(mol)), sa=sa_score(mol), heavy_atoms=mol.GetNumHeavyAtoms())
-        rows.append({**row, **(extra[i] if extra else {})})
+        rows.append({**row, **facts})
     return source, rows
 
 
@@ -338,7 +339,7 @@ def edit_ranked(flow: MoFlow, momu, text: str, smiles: str, config) -> dict:
     with _frozen(flow, momu):
         z, steps, reasons, _ = _optimise(flow, momu, text_emb, opt, start, None, anchor=start,
                                          weights=torch.tensor(lambdas))
-    source, rows = _edit_rows(flow, momu, smiles, z, text_emb, opt.correct, "lambda", lambdas,
+    source, rows = _edit_rows(flow, momu, smiles, z, text_emb, opt.correct, lambdas,
                               [{"steps": s, "stopped_by": r} for s, r in zip(steps, reasons)])
     return {"mode": "edit", "method": "moflow", "text": text, "input": source, "model": config.model,
             "moflow_model": config.moflow.model, "results": rows, "evaluations": len(lambdas) * opt.steps,
