@@ -397,3 +397,18 @@ def test_sweep_makes_parent_run_child_runs_and_table(tmp_path, ray_local, small_
     child = {(c.data.tags["init_name"], c.data.params["seed"]): c.data.metrics["test_roc_auc"] for c in children}
     row = {(r.init, str(r.seed)): r.test for r in result.summary.rows}
     assert child == pytest.approx(row)
+
+
+def test_sweep_progress_is_one_line_per_interval_not_tune_tables():
+    import io
+
+    from momu.property.sweep import trial_progress_callback
+
+    out = io.StringIO()
+    callback = trial_progress_callback(3, stream=out)
+    callback.on_trial_complete(0, [], "BBBP-a-seed0")
+    callback.on_trial_error(1, [], "BBBP-a-seed1")
+    assert out.getvalue() == ""  # within the 15-s interval: nothing yet
+    callback.on_trial_complete(2, [], "BBBP-a-seed2")
+    (line,) = out.getvalue().splitlines()  # the last trial always reports
+    assert line.startswith("property-sweep trials: 3/3, failed 1, last BBBP-a-seed2 (")

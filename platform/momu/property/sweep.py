@@ -315,6 +315,32 @@ def _parent_run(cfg: PropertySweepConfig, tracking_uri: str, run_name: str, resu
     return ctx()
 
 
+def trial_progress_callback(total: int, stream=None):
+    """Quiet output for the sweep: a Tune callback printing 'property-sweep trials: done/total' every 15 s and at
+    the end, instead of Tune's status tables and per-trial configuration boxes (thousands of lines a sweep)."""
+    from ray.tune import Callback
+
+    from momu.job_output import ProgressLine
+
+    class TrialProgress(Callback):
+        def __init__(self):
+            self.done, self.failed = 0, 0
+            self.line = ProgressLine("property-sweep trials", total, stream=stream)
+
+        def _count(self, trial, failed: bool) -> None:
+            self.done += 1
+            self.failed += failed
+            self.line.update(self.done, force=self.done >= total, failed=self.failed, last=str(trial))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._count(trial, False)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._count(trial, True)
+
+    return TrialProgress()
+
+
 def _trial_name(trial) -> str:
     spec = trial.config["spec"]
     return f"{spec['dataset']}-{spec['init']}-seed{spec['seed']}-{trial.trial_id}"
@@ -357,7 +383,7 @@ def run_property_sweep(cfg: PropertySweepConfig, progress: bool = True, log_to_m
     pending = list(refs)
     from tqdm.auto import tqdm  # tqdm.write: a line that does not break a terminal's bar
 
-    from momu.job_output import progress_bar
+    from momu.job_output import progress_bar, verbose
 
     with progress_bar(total=len(pending), desc="featurizing + splitting datasets", disable=not progress) as bar:
         while pending:
@@ -418,7 +444,9 @@ def run_property_sweep(cfg: PropertySweepConfig, progress: bool = True, log_to_m
                                             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
                 run_config=tune.RunConfig(name=run_name, storage_path=cfg.storage_path,
                                           failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                                          verbose=1 if progress else 0),
+                                          verbose=1 if progress and verbose() else 0,
+                                          callbacks=[trial_progress_callback(len(specs))]
+                                          if progress and not verbose() else None),
             )
         grid = tuner.fit()
 
