@@ -100,3 +100,17 @@ def test_jobs_default_to_the_shipped_checkpoint():
 
     assert EmbedConfig().model == ServeConfig().model == GenerateConfig().model == DEFAULT_MODEL
     assert resolve_model_dir(DEFAULT_MODEL) == published.PUBLISHED_DIR / DEFAULT_MODEL
+
+
+def test_saved_weights_get_the_umask_mode_not_safetensors_0600(small_model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        published_dir = export_published(small_model, tmp_path / "pub", card="# card")
+        saved_dir = small_model.save_pretrained(tmp_path / "saved")
+    finally:
+        os.umask(old)
+    for path in (published_dir / "model.safetensors", saved_dir / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path  # readable by the cluster's other users

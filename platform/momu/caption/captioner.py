@@ -27,6 +27,7 @@ import torch
 from momu.caption.config import DecoderConfig
 from momu.caption.decoder import CaptionDecoder, CaptionVocab, GraphMemoryInputs
 from momu.caption.pool import file_sha256
+from momu.files import chmod_like_umask
 from momu.caption.retrieval import CaptionResult
 from momu.chem.featurize import Rejection, parse_smiles
 
@@ -46,6 +47,7 @@ def export_captioner(directory: Path, config: DecoderConfig, weights: dict, voca
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
+    chmod_like_umask(directory / WEIGHTS_FILE)
     shutil.copyfile(vocab_file, directory / "vocab.txt")
     shutil.copytree(encoder_dir, directory / "encoder", dirs_exist_ok=True)
     shutil.copytree(pool_dir, directory / "pool", dirs_exist_ok=True)

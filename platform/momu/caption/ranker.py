@@ -217,6 +217,7 @@ def train_ranker(config, log=print) -> dict:
     from momu.caption.metrics import score_captions
     from momu.caption.pool import file_sha256
     from momu.caption.retrieval import CaptionPool
+    from momu.files import chmod_like_umask
 
     started = time.perf_counter()
     pool_dir, k, limit, seed = config.pool, config.k, config.limit, config.seed
@@ -271,6 +272,7 @@ def train_ranker(config, log=print) -> dict:
         log(f"  held out, {name:<30} " + " ".join(f"{m} {v:.2f}" for m, v in table[name].items() if v is not None))
     directory = Path(pool_dir)
     save_file({name: t.contiguous() for name, t in model.state_dict().items()}, str(directory / RANKER_WEIGHTS))
+    chmod_like_umask(directory / RANKER_WEIGHTS)
     meta = {"format_version": FORMAT_VERSION, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "k": k,
             "hidden": config.hidden, "features": list(FEATURES), "pool_sha256": pool.manifest["pool_sha256"],
             "embeddings_sha256": pool.embeddings_sha256,

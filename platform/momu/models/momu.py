@@ -18,6 +18,7 @@ from torch import nn
 from momu.config import MoMuConfig
 from momu.models.gin import GIN, GraphEncoder
 from momu.models.text import TextEncoder
+from momu.files import chmod_like_umask
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -142,6 +143,7 @@ class MoMu(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, str(directory / WEIGHTS_FILE), metadata={"format": "momu", "version": str(FORMAT_VERSION)})
+        chmod_like_umask(directory / WEIGHTS_FILE)
         self.text_encoder.save_hf_files(directory / TEXT_ENCODER_DIR)
         payload = {"format_version": FORMAT_VERSION, "config": self.config.model_dump(mode="json")}
         (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CARD_FILE = "MODEL_CARD.md"
 from momu.config import DEFAULT_MODEL  # noqa: F401  (the default of every job that needs a trained MoMu)
+from momu.files import chmod_like_umask
 
 
 def published_names() -> list[str]:
@@ -62,6 +63,7 @@ def export_published(model, out_dir: str | Path, card: str, dtype: str = "float1
              for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "momu-published", "dtype": dtype,
                                                         "version": str(FORMAT_VERSION)})
+    chmod_like_umask(out / WEIGHTS_FILE)
     payload = {"format_version": FORMAT_VERSION, "text_weights": "bundled", "dtype": dtype,
                "config": model.config.model_dump(mode="json"), **({"published": metadata} if metadata else {})}
     (out / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from momu.generate.moflow.config import MoFlowConfig
+from momu.files import chmod_like_umask
 
 
 # -- invertible building blocks ---------------------------------------------------------------------------------
@@ -399,6 +400,7 @@ def save_moflow(model: MoFlow, directory, extra: Optional[dict] = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
+    chmod_like_umask(directory / WEIGHTS_FILE)
     (directory / CONFIG_FILE).write_text(json.dumps(
         {"format": FORMAT, "config": model.config.model_dump(mode="json"), **(extra or {})}, indent=2) + "\n")
     return directory
