@@ -245,3 +245,16 @@ def test_local_ray_workers_silence_the_placement_group_cleaner(ray_local):
         return logging.getLogger(_CLEANER_LOGGER).getEffectiveLevel()
 
     assert ray_local.get(cleaner_level.remote()) == logging.ERROR
+
+
+@pytest.mark.timeout(300)
+def test_text_cache_of_a_job_asking_every_cpu_still_finishes(ray_local, tmp_path):
+    """A 1-worker x 2-CPU job on a 2-CPU Ray: the encoding actor used to take both CPUs and the cache's Parquet
+    writer waited for one forever."""
+    from momu.config import TextEncoderConfig
+    from momu.data.pipeline import cached_text_features, encoder_cpus
+
+    assert encoder_cpus(2.0) == 1.0 and encoder_cpus(0.5) == 0.5 and encoder_cpus(2.0, concurrency=2) == 0.5
+    table = pa.table({"id": ["a", "b", "c"], "texts": [["The molecule is an acid."], ["An alcohol."], ["A ketone."]]})
+    ds, path = cached_text_features(table, TextEncoderConfig(), str(tmp_path / "cache"), num_cpus=2.0)
+    assert ds.count() == 3 and (tmp_path / "cache").exists()

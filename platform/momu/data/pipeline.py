@@ -212,6 +212,18 @@ def text_cache_key(table: pa.Table, text_config: TextEncoderConfig, partial: Opt
     return digest.hexdigest()[:24]
 
 
+def encoder_cpus(num_cpus: float, concurrency: int = 1) -> float:
+    """CPUs each text-encoding actor reserves: `num_cpus`, but never so many that the actors hold every CPU of the
+    cluster, because the Parquet writer after them needs one too (a 1-worker x 2-CPU job on a 2-CPU machine used to
+    wait forever: "The Ray cluster currently does not have any available CPUs"). Its torch threads stay num_cpus."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0)) if ray.is_initialized() else 0.0
+    if total <= 0:
+        return num_cpus
+    return min(num_cpus, max(0.25, (total - 1.0) / max(1, concurrency)))
+
+
 def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_dir: str, concurrency: int = 1,
                          num_cpus: float = 1.0, num_gpus: float = 0.0, train_layers: Optional[int] = None,
                          dtype: str = "float16"):
@@ -232,7 +244,7 @@ def cached_text_features(table: pa.Table, text_config: TextEncoderConfig, cache_
         (ray.data.from_arrow(to_blocks(table, 64))
          .map_batches(stage, fn_constructor_kwargs={**kwargs, **(partial or {})},
                       batch_size=64, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
-                      num_cpus=num_cpus, num_gpus=num_gpus)
+                      num_cpus=encoder_cpus(num_cpus, concurrency), num_gpus=num_gpus)
          .write_parquet(str(tmp)))
         (tmp / "_COMPLETE").write_text(json.dumps({"rows": table.num_rows, **(partial or {})}))
         shutil.rmtree(final, ignore_errors=True)
