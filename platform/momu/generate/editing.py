@@ -27,7 +27,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from pydantic import Field, field_validator, model_validator
 from rdkit import Chem, RDLogger
@@ -105,8 +105,9 @@ class EditingBenchmarkConfig(StrictModel):
     moflow_model: Optional[str] = Field(None, description="trained MoFlow for the moflow methods (a `momu finetune "
                                                           "moflow` model directory or models:/ URI)")
     moflow_steps: int = Field(100, ge=0, description="moflow: Adam steps per input (all lambdas batched)")
-    moflow_mode: str = Field("momu-exact", description="moflow: momu-exact (the input's bond skeleton is kept, "
-                                                       "atoms change) or soft-bond (bonds change too)")
+    moflow_mode: Literal["momu-exact", "soft-bond"] = Field(
+        "momu-exact", description="moflow: momu-exact (the input's bond skeleton is kept, atoms change) or soft-bond "
+                                  "(bonds change too)")
     moflow_perturb_scales: list[float] = Field(
         default_factory=lambda: [0.1, 0.25, 0.5, 0.75, 1.0],
         description="moflow-random: noise sizes, in units of the sampling temperature (0.85) x prior std")
@@ -132,8 +133,6 @@ class EditingBenchmarkConfig(StrictModel):
         wanted = [m for m in self.methods if m.startswith("moflow")]
         if wanted and not self.moflow_model:
             raise ValueError(f"methods {wanted} need moflow_model (a trained MoFlow: `momu finetune moflow`)")
-        if self.moflow_mode not in ("momu-exact", "soft-bond"):
-            raise ValueError(f"moflow_mode must be momu-exact or soft-bond, not {self.moflow_mode!r}")
         if len(self.moflow_perturb_scales) != CANDIDATES_PER_INPUT or any(v < 0 for v in self.moflow_perturb_scales):
             raise ValueError(f"moflow_perturb_scales: {CANDIDATES_PER_INPUT} sizes >= 0, one per candidate")
         return self
