@@ -214,8 +214,9 @@ def text_cache_key(table: pa.Table, text_config: TextEncoderConfig, partial: Opt
 
 def encoder_cpus(num_cpus: float, concurrency: int = 1) -> float:
     """CPUs each text-encoding actor reserves: `num_cpus`, but never so many that the actors hold every CPU of the
-    cluster, because the Parquet writer after them needs one too (a 1-worker x 2-CPU job on a 2-CPU machine used to
-    wait forever: "The Ray cluster currently does not have any available CPUs"). Its torch threads stay num_cpus."""
+    cluster, because the Parquet writer after them needs one too (a 1-worker x 2-CPU job on a 2-CPU machine was seen
+    waiting 8 min at 0 rows: "The Ray cluster currently does not have any available CPUs"; alone, the same
+    reservation only waited ~10 s). Its torch threads stay num_cpus."""
     import ray
 
     total = float(ray.cluster_resources().get("CPU", 0.0)) if ray.is_initialized() else 0.0
