@@ -18,8 +18,12 @@ The same run first measures the in-process ceiling: the Encoder deployment's own
 directly in this process (batched, no HTTP, no Ray), and prints served/ceiling throughput (goal >= 0.6 at 32
 clients) and the 1-client p50 over the in-process latency of one item (goal <= +10 ms).
 
+--topology compares the app's two shapes in one run: split (Encoder and Index deployments: a search makes two
+handle calls) and colocated (both inside the ingress replica: none).
+
 Usage: python benchmarks/serve_load.py [--clients 1,32] [--duration 15] [--max-requests 4000]
-                                       [--batching on,off] [--index-kind ivf_pq|exact|hnsw] [--precision fp32|bf16]
+                                       [--batching on,off] [--topology split,colocated]
+                                       [--index-kind ivf_pq|exact|hnsw] [--precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -312,8 +316,9 @@ def ceiling_ratios(results: list[dict], ceiling: dict) -> dict:
     over the ceiling's items/s (goal >= 0.6), and p50 at one client minus the in-process latency of one item
     (goal <= 10 ms: what HTTP, the proxy, the ingress and the handles add)."""
     lines, values = [], {}
-    for scenario, c in ceiling.items():
-        rows = [r for r in results if r["scenario"] == scenario and r["ok"]]
+    for (scenario, c), topology in [(sc, t) for sc in ceiling.items()
+                                    for t in dict.fromkeys(r.get("topology", "split") for r in results)]:
+        rows = [r for r in results if r["scenario"] == scenario and r["ok"] and r.get("topology", "split") == topology]
         rows = [r for r in rows if r["batching"] == "on"] or rows
         if not rows:
             continue
@@ -321,14 +326,14 @@ def ceiling_ratios(results: list[dict], ceiling: dict) -> dict:
         one = [r for r in rows if r["clients"] == 1]
         v = {"served_rps": many["rps"], "clients": many["clients"], "ceiling_items_per_s": c["items_per_s"],
              "throughput_fraction": many["rps"] / c["items_per_s"]}
-        text = (f"{scenario}: {many['clients']} clients {many['rps']:.1f} req/s = {v['throughput_fraction']:.2f} of "
+        text = (f"{scenario} ({topology}): {many['clients']} clients {many['rps']:.1f} req/s = {v['throughput_fraction']:.2f} of "
                 f"the in-process ceiling {c['items_per_s']:.1f}/s (goal >= 0.6)")
         if one:
             v.update(p50_1_client_ms=one[0]["p50_ms"], in_process_single_ms=c["single_p50_ms"],
                      p50_overhead_ms=one[0]["p50_ms"] - c["single_p50_ms"])
             text += (f"; 1 client p50 {one[0]['p50_ms']:.1f} ms = in-process {c['single_p50_ms']:.1f} ms "
                      f"+ {v['p50_overhead_ms']:.1f} ms (goal <= +10 ms)")
-        values[scenario] = v
+        values[scenario if topology == "split" else f"{scenario}_{topology}"] = v
         lines.append(text)
     return {"lines": lines, "values": values}
 
@@ -342,6 +347,9 @@ def main() -> None:
                         help="requests per measurement at most (default 4000)")
     parser.add_argument("--warmup", type=int, default=64, help="unmeasured requests before each run (default 64)")
     parser.add_argument("--batching", default="on,off", help="'on', 'off' or 'on,off' (default)")
+    parser.add_argument("--topology", default="split",
+                        help="'split' (default: Encoder and Index deployments), 'colocated' (both in the ingress "
+                             "replica) or 'split,colocated'")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help="comma-separated: search, embed (default both), healthz (the framework's floor)")
     parser.add_argument("--max-batch-size", type=int, default=32)
@@ -391,12 +399,14 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": args.port}, proxy_location="HeadOnly",
                 logging_config={"enable_access_log": False, "log_level": "WARNING"})
     cpus = os.cpu_count() or 2
-    options = {"MoMuAPI": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}},
-               "Encoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5 * cpus}},
-               "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}},
-               # no caption pool and no generation pool here: both stay idle and must not hold CPUs
-               "Captioner": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
-               "Generator": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}}
+    # no caption pool and no generation pool here: both stay idle and must not hold CPUs
+    idle = {"Captioner": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+            "Generator": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}}
+    topology_options = {
+        "split": {"MoMuAPI": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}},
+                  "Encoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5 * cpus}},
+                  "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}}, **idle},
+        "colocated": {"MoMuAPI": {"num_replicas": 1, "ray_actor_options": {"num_cpus": cpus}}, **idle}}
     base = f"http://127.0.0.1:{args.port}"
     results = []
     client_counts = [int(c) for c in args.clients.split(",")]
@@ -410,32 +420,34 @@ def main() -> None:
         return {"smiles": [smiles_pool[i % len(smiles_pool)]]}
 
     try:
-        for batching in [b for b in args.batching.split(",") if b]:
+        for topology, batching in [(t, b) for t in args.topology.split(",") if t
+                                   for b in args.batching.split(",") if b]:
             config = ServeConfig(model=str(model_dir), molecule_index=str(index_dir), text_index=None,
-                                 torch_threads=args.torch_threads, precision=args.precision,
+                                 torch_threads=args.torch_threads, precision=args.precision, topology=topology,
                                  batching={"enabled": batching == "on", "max_batch_size": args.max_batch_size,
                                            "batch_wait_timeout_s": args.batch_wait_ms / 1000})
             started = time.perf_counter()
-            serve.run(compose(config, options), name="momu_load", route_prefix="/")
-            print(f"\napp up with batching {batching} in {time.perf_counter() - started:.1f}s")
-            encoder = serve.get_deployment_handle("Encoder", app_name="momu_load")
-            index = serve.get_deployment_handle("Index", app_name="momu_load")
+            serve.run(compose(config, topology_options[topology]), name="momu_load", route_prefix="/")
+            print(f"\napp up ({topology}) with batching {batching} in {time.perf_counter() - started:.1f}s")
+            api = serve.get_deployment_handle("MoMuAPI", app_name="momu_load")
             for scenario in scenarios:
                 path, make = {"search": ("/v1/search/molecules", search_body),
                               "embed": ("/v1/embed", embed_body),
                               "healthz": ("/healthz", lambda i: None)}[scenario]
                 for clients in client_counts:
                     asyncio.run(run_load(base + path, make, min(clients, 8), 30, args.warmup))  # warm-up
-                    before, index_before = encoder.stats.remote().result(), index.stats.remote().result()
+                    stats = api.component_stats.remote().result()
+                    before, index_before = stats["encoder"], stats["index"]
                     r = asyncio.run(run_load(base + path, make, clients, args.duration, args.max_requests))
-                    after, index_after = encoder.stats.remote().result(), index.stats.remote().result()
+                    stats = api.component_stats.remote().result()
+                    after, index_after = stats["encoder"], stats["index"]
                     calls, items = after["calls"] - before["calls"], after["items"] - before["items"]
-                    r.update(scenario=scenario, batching=batching, mean_batch=items / calls if calls else 0.0,
+                    r.update(scenario=scenario, batching=batching, topology=topology, mean_batch=items / calls if calls else 0.0,
                              encoder_busy=(after["busy_s"] - before["busy_s"]) / r["seconds"],
                              index_busy=(index_after["busy_s"] - index_before["busy_s"]) / r["seconds"],
                              load_average=os.getloadavg()[0])
                     results.append(r)
-                    print(f"{scenario:6s} batching {batching:3s} {clients:3d} clients: {r['ok']:5d} ok "
+                    print(f"{scenario:6s} {topology:9s} batching {batching:3s} {clients:3d} clients: {r['ok']:5d} ok "
                           f"{sum(r['errors'].values()):3d} errors  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
                           f"p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  mean batch {r['mean_batch']:.1f}  "
                           f"encoder busy {100 * r['encoder_busy']:.0f}%  index busy {100 * r['index_busy']:.0f}%  "
@@ -452,20 +464,19 @@ def main() -> None:
     print(f"\nMoMu Serve load test: {n_index:,} molecules ({args.index_kind} index), model {model_dir.name} "
           f"({args.precision}), {os.cpu_count()} CPUs (load average before: {load_before:.1f}), loopback HTTP, "
           "clients in this process")
-    print(f"{'scenario':8s} {'batching':8s} {'clients':>7s} {'ok':>6s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
+    print(f"{'scenario':8s} {'topology':9s} {'batching':8s} {'clients':>7s} {'ok':>6s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
           f"{'p95 ms':>8s} {'p99 ms':>8s} {'batch':>6s} {'enc.busy':>8s} {'idx.busy':>8s} {'load':>5s}")
     for r in results:
-        print(f"{r['scenario']:8s} {r['batching']:8s} {r['clients']:7d} {r['ok']:6d} {sum(r['errors'].values()):6d} "
+        print(f"{r['scenario']:8s} {r['topology']:9s} {r['batching']:8s} {r['clients']:7d} {r['ok']:6d} {sum(r['errors'].values()):6d} "
               f"{r['rps']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} {r['mean_batch']:6.1f} "
               f"{100 * r['encoder_busy']:7.0f}% {100 * r['index_busy']:7.0f}% {r['load_average']:5.1f}")
     ratios = ceiling_ratios(results, ceiling)
     for line in ratios["lines"]:
         print(line)
     goal = [r for r in results if r["scenario"] == "search" and r["clients"] == 32 and r["batching"] == "on"]
-    if goal:
-        g = goal[0]
+    for g in goal:
         met = g["p50_ms"] < 20 and g["p99_ms"] < 100 and not g["errors"]
-        print(f"goal (search, 32 clients, batching on): p50 {g['p50_ms']:.1f} ms (< 20), p99 {g['p99_ms']:.1f} ms "
+        print(f"goal (search, {g['topology']}, 32 clients, batching on): p50 {g['p50_ms']:.1f} ms (< 20), p99 {g['p99_ms']:.1f} ms "
               f"(< 100), errors {sum(g['errors'].values())} (0): {'met' if met else 'NOT met'}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     summary = {"index": str(index_dir), "index_rows": n_index, "model": str(model_dir), "cpus": os.cpu_count(),

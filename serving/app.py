@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from momu.chem.draw import DrawingCache
 from momu.serve.config import ServeConfig
 from serving import errors
-from serving.deployments import Captioner, Encoder, Generator, Index
+from serving.deployments import Captioner, Encoder, Generator, Index, InProcess
 from serving.schemas import (
     CaptionRequest,
     CaptionResponse,
@@ -101,10 +101,15 @@ def _same_model(built_by: dict, served: dict) -> Optional[bool]:
 @serve.deployment(name="MoMuAPI", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
 @serve.ingress(api)
 class MoMuAPI:
-    def __init__(self, encoder: DeploymentHandle, index: DeploymentHandle, config: dict,
+    def __init__(self, encoder: Optional[DeploymentHandle], index: Optional[DeploymentHandle], config: dict,
                  captioner: Optional[DeploymentHandle] = None, generator: Optional[DeploymentHandle] = None):
         self.config = ServeConfig.model_validate(config)
         self.limits = self.config.limits
+        if self.config.topology == "colocated":  # the towers and indexes in this replica: no hop on search / embed
+            batching = self.config.batching.model_dump()
+            encoder = InProcess(Encoder, self.config.model, self.config.device, self.config.torch_threads, batching,
+                                self.config.precision)
+            index = InProcess(Index, self.config.molecule_index, self.config.text_index, batching)
         self.encoder = encoder
         self.index = index
         self.captioner = captioner
@@ -179,6 +184,12 @@ class MoMuAPI:
                     for s in smiles]
 
         return await asyncio.to_thread(draw_all)
+
+    async def component_stats(self) -> dict:
+        """Totals of the encoder and the index since start (calls, items, busy seconds), whichever the topology;
+        benchmarks read them through a handle to this deployment."""
+        encoder, index = await asyncio.gather(self.encoder.stats.remote(), self.index.stats.remote())
+        return {"encoder": encoder, "index": index, "topology": self.config.topology}
 
     # -- pages ------------------------------------------------------------------------------------------------
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -399,9 +410,15 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
                                            "pool": resolve_path(config.generate.pool),
                                            "exclude": [resolve_path(p) for p in config.generate.exclude]})})
     batching = config.batching.model_dump()
-    encoder = Encoder.options(**options.get("Encoder", {})).bind(config.model, config.device, config.torch_threads,
-                                                                batching, config.precision)
-    index = Index.options(**options.get("Index", {})).bind(config.molecule_index, config.text_index, batching)
+    encoder = index = None  # colocated: MoMuAPI builds both in its replica
+    if config.topology == "split":
+        encoder = Encoder.options(**options.get("Encoder", {})).bind(config.model, config.device,
+                                                                    config.torch_threads, batching, config.precision)
+        index = Index.options(**options.get("Index", {})).bind(config.molecule_index, config.text_index, batching)
+    elif set(options) & {"Encoder", "Index"}:
+        raise ValueError(f"deployments: {sorted(set(options) & {'Encoder', 'Index'})} are not deployments of "
+                         "topology colocated (the towers and indexes run inside MoMuAPI): remove those entries and "
+                         "size MoMuAPI instead, or use topology split")
     # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
     captioner = Captioner.options(**options.get("Captioner", {})).bind(
         config.caption_pool, config.caption_kind, config.caption_fusion_k, config.caption_fusion_weight, batching)
@@ -414,6 +431,15 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
         config.model, config.generate.model_dump(), config.device, config.torch_threads)
     return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump(), captioner,
                                                               generator)
+
+
+def options_for_topology(config: ServeConfig, options: dict) -> tuple[dict, list[str]]:
+    """A config file's deployment options fitted to the config's topology: with colocated, the Encoder and Index
+    entries (written for split, as in serving/config.yaml) are left out. Returns (options, the names left out)."""
+    if config.topology != "colocated":
+        return options, []
+    unused = [name for name in ("Encoder", "Index") if name in options]
+    return {k: v for k, v in options.items() if k not in unused}, unused
 
 
 def build_app(args: ServeConfig) -> serve.Application:

@@ -370,3 +370,28 @@ class Generator:
                 "default_seconds": s.default_seconds, "max_seconds": s.max_seconds,
                 "max_evaluations": s.max_evaluations, "max_n": MAX_GENERATE_N, "edit_lambdas": list(s.edit_lambdas),
                 "allowed_elements": GenerateConfig().allowed_elements, "model_version": self.identity["version"]}
+
+
+class InProcess:
+    """A deployment's class instantiated inside the calling replica, called like a DeploymentHandle
+    (`await obj.method.remote(...)`): the colocated topology's Encoder and Index, with no hop between replicas.
+    `@serve.batch` works the same in any replica's event loop, so batching is unchanged."""
+
+    def __init__(self, deployment, *args, **kwargs):
+        self.instance = deployment.func_or_class(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> "_InProcessMethod":
+        return _InProcessMethod(getattr(self.instance, name))
+
+
+class _InProcessMethod:
+    def __init__(self, method):
+        self._method = method
+
+    def remote(self, *args, **kwargs):
+        result = self._method(*args, **kwargs)
+        if asyncio.iscoroutine(result):
+            return result
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future

@@ -222,6 +222,25 @@ def test_serve_config_file_and_builder_contract():
         load_serve_config(path, {"limits.max_k": 0})
 
 
+def test_colocated_topology_binds_no_encoder_or_index_deployment():
+    """topology colocated: compose binds MoMuAPI (which builds the towers and indexes itself), Captioner and
+    Generator only; Encoder / Index options are refused by compose and left out (with their names) for the CLI."""
+    from momu.serve.config import ServeConfig
+    from serving.app import REPO_ROOT, compose, load_serve_config, options_for_topology
+
+    config, options, _ = load_serve_config(REPO_ROOT / "serving" / "config.yaml", {"topology": "colocated"})
+    assert config.topology == "colocated" and {"Encoder", "Index"} <= set(options)
+    with pytest.raises(ValueError, match=r"\['Encoder', 'Index'\] are not deployments of topology colocated"):
+        compose(config, options)
+    fitted, unused = options_for_topology(config, options)
+    assert unused == ["Encoder", "Index"] and set(fitted) == {"MoMuAPI", "Captioner", "Generator"}
+    app = compose(config, fitted)
+    assert app._bound_deployment.name == "MoMuAPI"
+    assert [a for a in app._bound_deployment.init_args[:2]] == [None, None]
+    split = ServeConfig.model_validate({**config.model_dump(), "topology": "split"})
+    assert options_for_topology(split, options) == (options, [])
+
+
 def test_momu_serve_cli_refuses_bad_config_before_starting(capsys, tmp_path):
     from momu.cli import main
 
@@ -696,6 +715,47 @@ def test_generate_without_a_pool_is_503_not_configured():
     assert err.value.field == "budget" and "generate.max_seconds" in err.value.reason
     response = asyncio.run(errors._not_configured(None, errors.NotConfigured("no generation pool")))
     assert response.status_code == 503 and b"not_configured" in response.body
+
+
+@pytest.mark.slow
+def test_colocated_topology_answers_like_split(served):
+    """The same config with topology colocated (towers and indexes inside MoMuAPI, no Encoder / Index replicas),
+    as a second application next to the split one: the same search hits, embeddings and 4xx answers."""
+    import ray
+    from ray import serve
+
+    from momu.serve.config import ServeConfig
+    from serving.app import compose
+    from serving_helpers import TEST_DEPLOYMENT_OPTIONS
+
+    config = ServeConfig.model_validate({**served.config.model_dump(), "topology": "colocated"})
+    # No CPU reservations: the split app already holds most of the session's 2-CPU Ray (a replica that cannot be
+    # placed would leave serve.run waiting forever).
+    options = {k: {**v, "ray_actor_options": {**v["ray_actor_options"], "num_cpus": 0}}
+               for k, v in TEST_DEPLOYMENT_OPTIONS.items() if k not in ("Encoder", "Index")}
+    serve.run(compose(config, options), name="colo", route_prefix="/colo")
+    try:
+        replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["name"].startswith("SERVE_REPLICA") and "colo" in a["name"]]
+        assert sorted(r.split("#")[1] for r in replicas) == ["Captioner", "Generator", "MoMuAPI"], replicas
+        base = served.url + "/colo"
+        assert get(base + "/healthz") == (200, {"status": "ok"})
+        query = "The molecule is a monocarboxylic acid anion."
+        split_hits = _post(served, "/v1/search/molecules", {"query": query, "k": 5})[1]["results"]
+        status, body = post(base + "/v1/search/molecules", {"query": query, "k": 5}, headers=KEY)
+        assert status == 200
+        assert [(h["id"], h["smiles"]) for h in body["results"]] == [(h["id"], h["smiles"]) for h in split_hits]
+        assert [h["score"] for h in body["results"]] == pytest.approx([h["score"] for h in split_hits], abs=1e-5)
+        smiles = ["CCO", served.assets.smiles[2]]
+        split_emb = _post(served, "/v1/embed", {"smiles": smiles})[1]["embeddings"]
+        status, body = post(base + "/v1/embed", {"smiles": smiles}, headers=KEY)
+        assert status == 200 and np.allclose(body["embeddings"], split_emb, atol=1e-5)
+        status, body = post(base + "/v1/search/texts", {"smiles": "not a molecule"}, headers=KEY)
+        assert status == 422 and body["detail"][0]["field"] == "smiles"
+        stats = serve.get_deployment_handle("MoMuAPI", app_name="colo").component_stats.remote().result()
+        assert stats["topology"] == "colocated" and stats["encoder"]["items"] >= 3 and stats["index"]["items"] >= 1
+    finally:
+        serve.delete("colo")
 
 
 @pytest.mark.slow

@@ -45,12 +45,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"serving/app.py not found under {root}: `momu serve` runs from a source checkout")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from serving.app import compose, load_serve_config, resolve_path
+    from serving.app import compose, load_serve_config, options_for_topology, resolve_path
 
     overrides = {k[4:]: (yaml.safe_load(v) if isinstance(v, str) and v.strip() else v)
                  for k, v in vars(args).items() if k.startswith("cfg:")}
     config_path = args.config or (root / "serving" / "config.yaml")
     config, options, http = load_serve_config(config_path, overrides)
+    options, unused = options_for_topology(config, options)  # `--topology colocated` over the split config file
+    if unused:
+        print(f"topology colocated: the towers and indexes run inside MoMuAPI; the {' and '.join(unused)} "
+              f"entries of {config_path} are not used", flush=True)
     paths = {field: getattr(config, field) for field in ("model", "molecule_index", "text_index", "caption_pool")}
     paths["generate.pool"] = config.generate.pool
     for field, value in paths.items():

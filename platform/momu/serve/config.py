@@ -95,6 +95,13 @@ class ServeConfig(StrictModel):
     caption_fusion_weight: float = Field(0.5, ge=0.0, le=1.0, description="fusion: weight of the MoMu "
                                          "graph<->caption cosine")
     generate: ServeGenerate = Field(default_factory=ServeGenerate)
+    # Why two: every handle call between deployments costs ~4-7 ms on a 2-core machine (benchmarks/serve_floor.py),
+    # and a search makes two (ingress -> Encoder -> Index). Colocated makes none, at the price of a model and index
+    # copy per ingress replica and no separate scaling of the towers.
+    topology: Literal["split", "colocated"] = Field(
+        "split", description="split: the towers and the indexes in their own Encoder and Index deployments (scaled "
+                             "apart, e.g. the encoder on GPUs); colocated: both inside each MoMuAPI replica, no "
+                             "handle calls on search and embed (lowest latency; give MoMuAPI the encoder's CPUs)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="encoder and generator device; auto: cuda when "
                                                                     "available")
     torch_threads: Optional[int] = Field(1, ge=1, description="torch intra-op threads per encoder replica on CPU")
