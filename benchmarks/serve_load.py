@@ -316,9 +316,9 @@ def ceiling_ratios(results: list[dict], ceiling: dict) -> dict:
     over the ceiling's items/s (goal >= 0.6), and p50 at one client minus the in-process latency of one item
     (goal <= 10 ms: what HTTP, the proxy, the ingress and the handles add)."""
     lines, values = [], {}
-    for (scenario, c), topology in [(sc, t) for sc in ceiling.items()
-                                    for t in dict.fromkeys(r.get("topology", "split") for r in results)]:
-        rows = [r for r in results if r["scenario"] == scenario and r["ok"] and r.get("topology", "split") == topology]
+    topologies = list(dict.fromkeys(r["topology"] for r in results))
+    for (scenario, c), topology in [(item, t) for item in ceiling.items() for t in topologies]:
+        rows = [r for r in results if r["scenario"] == scenario and r["ok"] and r["topology"] == topology]
         rows = [r for r in rows if r["batching"] == "on"] or rows
         if not rows:
             continue

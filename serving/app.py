@@ -96,6 +96,18 @@ def _same_model(built_by: dict, served: dict) -> Optional[bool]:
     return None
 
 
+# Above the ingress on purpose: `@serve.deployment` pickles the class when this module is imported, and a global
+# the class uses must exist by then (one defined further down is missing in the replica).
+SPLIT_ONLY = ("Encoder", "Index")  # deployments of topology split; colocated builds them inside MoMuAPI
+
+
+def tower_args(config: ServeConfig) -> tuple[tuple, tuple]:
+    """Constructor arguments of Encoder and Index, the same whether bound as deployments (split) or built inside
+    the MoMuAPI replica (colocated)."""
+    return ((config.model, config.device, config.torch_threads, config.batching.model_dump(), config.precision),
+            (config.molecule_index, config.text_index, config.batching.model_dump()))
+
+
 # -- the ingress ------------------------------------------------------------------------------------------------
 
 @serve.deployment(name="MoMuAPI", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=256)
@@ -106,10 +118,8 @@ class MoMuAPI:
         self.config = ServeConfig.model_validate(config)
         self.limits = self.config.limits
         if self.config.topology == "colocated":  # the towers and indexes in this replica: no hop on search / embed
-            batching = self.config.batching.model_dump()
-            encoder = InProcess(Encoder, self.config.model, self.config.device, self.config.torch_threads, batching,
-                                self.config.precision)
-            index = InProcess(Index, self.config.molecule_index, self.config.text_index, batching)
+            encoder_args, index_args = tower_args(self.config)
+            encoder, index = InProcess(Encoder, *encoder_args), InProcess(Index, *index_args)
         self.encoder = encoder
         self.index = index
         self.captioner = captioner
@@ -412,11 +422,11 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
     batching = config.batching.model_dump()
     encoder = index = None  # colocated: MoMuAPI builds both in its replica
     if config.topology == "split":
-        encoder = Encoder.options(**options.get("Encoder", {})).bind(config.model, config.device,
-                                                                    config.torch_threads, batching, config.precision)
-        index = Index.options(**options.get("Index", {})).bind(config.molecule_index, config.text_index, batching)
-    elif set(options) & {"Encoder", "Index"}:
-        raise ValueError(f"deployments: {sorted(set(options) & {'Encoder', 'Index'})} are not deployments of "
+        encoder_args, index_args = tower_args(config)
+        encoder = Encoder.options(**options.get("Encoder", {})).bind(*encoder_args)
+        index = Index.options(**options.get("Index", {})).bind(*index_args)
+    elif set(options) & set(SPLIT_ONLY):
+        raise ValueError(f"deployments: {sorted(set(options) & set(SPLIT_ONLY))} are not deployments of "
                          "topology colocated (the towers and indexes run inside MoMuAPI): remove those entries and "
                          "size MoMuAPI instead, or use topology split")
     # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
@@ -438,7 +448,7 @@ def options_for_topology(config: ServeConfig, options: dict) -> tuple[dict, list
     entries (written for split, as in serving/config.yaml) are left out. Returns (options, the names left out)."""
     if config.topology != "colocated":
         return options, []
-    unused = [name for name in ("Encoder", "Index") if name in options]
+    unused = [name for name in SPLIT_ONLY if name in options]
     return {k: v for k, v in options.items() if k not in unused}, unused
 
 

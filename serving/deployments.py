@@ -388,10 +388,6 @@ class _InProcessMethod:
     def __init__(self, method):
         self._method = method
 
-    def remote(self, *args, **kwargs):
+    async def remote(self, *args, **kwargs):
         result = self._method(*args, **kwargs)
-        if asyncio.iscoroutine(result):
-            return result
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(result)
-        return future
+        return await result if asyncio.iscoroutine(result) else result
