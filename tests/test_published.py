@@ -30,6 +30,18 @@ def test_export_then_load_gives_the_same_embeddings(small_model, tmp_path):
     assert torch.nn.functional.cosine_similarity(ref_t, got_t).min() > 0.999
 
 
+def test_graph_only_loads_give_the_same_graph_embeddings_and_no_text_tower(small_model, tmp_path):
+    saved = small_model.save_pretrained(tmp_path / "full")
+    shipped = export_published(small_model, tmp_path / "tiny", card="# tiny")
+    graphs = [featurize_smiles(s) for s in SMILES]
+    for directory in (saved, shipped):
+        whole, graph_only = MoMu.from_pretrained(directory).eval(), MoMu.from_pretrained(directory, graph_only=True)
+        assert graph_only.text_encoder is None and graph_only.text_proj is None
+        assert torch.equal(whole.embed_graphs(graphs), graph_only.eval().embed_graphs(graphs))
+        with pytest.raises(RuntimeError, match="graph_only"):
+            graph_only.embed_texts(TEXTS)
+
+
 def test_a_trained_text_tower_is_refused(small_model, tmp_path):
     import copy
 

@@ -38,7 +38,8 @@ class EmbedConfig(StrictModel):
     part_rows: int = Field(16_384, ge=1, description="input rows per part, the unit of resume")
     featurize_batch_rows: int = Field(1024, ge=1, description="rows per featurization task batch")
     batch_size: int = Field(256, ge=1, description="molecules / texts per model forward pass")
-    shard_rows: int = Field(16_384, ge=1, description="rows collected before a writer task writes shard files")
+    shard_rows: int = Field(16_384, ge=1, description="rows per model-actor call; the actor writes them as one "
+                            "shard file per part they belong to (the model runs batch_size rows at a time)")
     model_actors: int = Field(1, ge=1, description="model actors (one model replica each)")
     cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved per model actor")
     gpus_per_actor: Optional[float] = Field(None, ge=0, description="GPUs per model actor (default: 1 when the "

@@ -2,8 +2,9 @@
 
     from_items(files) -> read_parts (CPU tasks, one per file, a part at a time)
                       -> featurize_rows (CPU tasks; molecules mode)
-                      -> EmbedRows (actor pool, `model_actors` actors, num_gpus per actor when the cluster has GPUs)
-                      -> write_rows (CPU tasks: Parquet shards + rejects, atomic)
+                      -> EmbedAndWriteRows (actor pool, `model_actors` actors, num_gpus per actor when the
+                         cluster has GPUs): embeddings, then write_rows in the same actor (Parquet shards +
+                         rejects, atomic), so embeddings never cross the object store
                       -> summary rows consumed by the driver, which marks parts complete in parts.jsonl
 
 The driver prints and logs to MLflow `read = embedded + rejected` (over the whole output, resumed runs
@@ -31,7 +32,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from momu.embed.config import EmbedConfig
 from momu.embed.output import REJECTS_FILE, EmbedOutput
 from momu.embed.sources import check_columns, expand_inputs, file_fingerprint, file_key
-from momu.embed.stages import EmbedRows, featurize_rows, read_parts, write_rows
+from momu.embed.stages import EmbedAndWriteRows, featurize_rows, read_parts
 from momu.models.loading import weights_sha256
 
 
@@ -227,20 +228,20 @@ def _stream(config: EmbedConfig, model: dict, run_id: str, out: EmbedOutput, fil
     # A task stage followed by an actor stage with the same resources is fused by Ray Data (featurization then
     # runs inside the model actors: one hop less, good on CPU-only nodes); with GPUs, or different CPU requests,
     # featurization stays a separate pool of CPU tasks feeding the GPU actors.
-    ds = ds.map_batches(EmbedRows, batch_size=config.batch_size, batch_format="pyarrow",
+    # The actors write what they embed (one call = shard_rows rows = one shard file per part it touches; the
+    # model runs on batch_size rows at a time). Writing in separate tasks cost the embeddings a trip through the
+    # object store and, on a 2-core machine, ~5 % of the CPU in writer processes and scheduling.
+    ds = ds.map_batches(EmbedAndWriteRows, batch_size=config.shard_rows, batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=config.model_actors),
                         num_cpus=config.cpus_per_actor, num_gpus=gpus,
                         fn_constructor_kwargs={"model_source": model["model_source"], "mode": config.mode,
                                                "batch_size": config.batch_size, "dtype": config.embedding_dtype,
                                                "torch_threads": config.torch_threads or max(1, int(config.cpus_per_actor)),
                                                "expected_sha256": model["weights_sha256"],
-                                               "tracking_uri": tracking_uri})
-    # Writing is light I/O: no CPU reservation, so finished rows always reach disk (and memory is freed) even
-    # when the readers and model actors hold every CPU.
-    ds = ds.map_batches(write_rows, batch_size=config.shard_rows, batch_format="pyarrow", num_cpus=0,
-                        fn_kwargs={"output_dir": root, "mode": config.mode, "dim": model["embedding_dim"],
-                                   "dtype": config.embedding_dtype, "model_name": model["model_name"],
-                                   "model_version": model["model_version"], "run_id": run_id})
+                                               "tracking_uri": tracking_uri,
+                                               "write": {"output_dir": root, "model_name": model["model_name"],
+                                                         "model_version": model["model_version"],
+                                                         "run_id": run_id}})
 
     pending: dict[str, dict] = {}
     counters = {"parts_done": 0, "rows": 0, "stopped": False, "first_at": None, "first_rows": 0, "last_at": None}

@@ -7,6 +7,7 @@
                     texts -> MoMu.encode_text; adds the `embedding` column (null for rejected rows)
   write_rows        groups rows by part, writes embedded rows to shards/ and rejected rows to rejects/
                     (temporary name, then rename) and returns one summary row per written group
+  EmbedAndWriteRows EmbedRows then write_rows in the same actor (what the job runs)
 
 Rows keep `_unit` (file part), `_seq` (row in part) and `_part_rows` from the read stage to the writer, so the
 driver can tell when every row of a part has been written, whatever batching Ray Data chose in between.
@@ -164,7 +165,8 @@ class EmbedRows:
         if expected_sha256 and weights_sha256(local) != expected_sha256:
             raise RuntimeError(f"model {model_source} changed since the job started (weights hash differs)")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_momu(local, map_location=self.device).eval()
+        # Molecules need only the graph tower: not building the text tower saves each actor ~1-2 s and its memory.
+        self.model = load_momu(local, map_location=self.device, graph_only=mode == "molecules").eval()
         self.mode, self.batch_size = mode, batch_size
         self.dtype = np.float16 if dtype == "float16" else np.float32
         self.dim = self.model.config.proj_dim
@@ -204,6 +206,21 @@ class EmbedRows:
                     z = self.model.encode_text(**tokens)
                 parts.append(z.float().cpu().numpy())
         return np.concatenate(parts).astype(self.dtype, copy=False)
+
+
+class EmbedAndWriteRows(EmbedRows):
+    """The model stage that also writes its rows (`write_rows`) and returns only their summary rows: the
+    embeddings go from the actor straight to Parquet, never through the object store, and no separate writer
+    tasks (worker processes, scheduling) are needed."""
+
+    def __init__(self, model_source: str, mode: str, batch_size: int, write: dict, dtype: str = "float32",
+                 torch_threads: Optional[int] = None, expected_sha256: Optional[str] = None,
+                 tracking_uri: Optional[str] = None):
+        super().__init__(model_source, mode, batch_size, dtype, torch_threads, expected_sha256, tracking_uri)
+        self.write = {**write, "mode": mode, "dim": self.dim, "dtype": dtype}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return write_rows(super().__call__(batch), **self.write)
 
 
 # -- write ----------------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ def resolve_model_dir(source: str | Path) -> Path:
     return path
 
 
-def load_momu(source: str | Path, map_location: str = "cpu") -> MoMu:
-    return MoMu.from_pretrained(resolve_model_dir(source), map_location=map_location)
+def load_momu(source: str | Path, map_location: str = "cpu", graph_only: bool = False) -> MoMu:
+    return MoMu.from_pretrained(resolve_model_dir(source), map_location=map_location, graph_only=graph_only)
 
 
 def weights_sha256(model_dir: str | Path) -> str:

@@ -50,13 +50,16 @@ def build_graph_encoder(config: MoMuConfig) -> nn.Module:
 class MoMu(nn.Module):
     """Dual encoder. `encode_graph` / `encode_text` return L2-normalised embeddings in the shared space."""
 
-    def __init__(self, config: MoMuConfig, text_hf_dir: Optional[str] = None):
+    def __init__(self, config: MoMuConfig, text_hf_dir: Optional[str] = None, with_text: bool = True):
         super().__init__()
         self.config = config
+        # with_text=False: a graph-only model (batch molecule embedding), without the text tower's load time
+        # and memory; its text methods raise. (Modules are created in this order so that seeds and parameter
+        # order, which optimizer checkpoints rely on, stay as they were.)
         self.graph_encoder = build_graph_encoder(config)
-        self.text_encoder = TextEncoder(config.text, hf_dir=text_hf_dir)
+        self.text_encoder = TextEncoder(config.text, hf_dir=text_hf_dir) if with_text else None
         self.graph_proj = ProjectionHead(self.graph_encoder.out_dim, config.proj_dim)
-        self.text_proj = ProjectionHead(self.text_encoder.out_dim, config.proj_dim)
+        self.text_proj = ProjectionHead(self.text_encoder.out_dim, config.proj_dim) if with_text else None
 
     @property
     def device(self) -> torch.device:
@@ -79,9 +82,15 @@ class MoMu(nn.Module):
     # -- text side --------------------------------------------------------------------------------------------
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled text-tower output before the projection head (what locked-text mode caches)."""
+        self._need_text()
         return self.text_encoder(input_ids, attention_mask)
 
+    def _need_text(self) -> None:
+        if self.text_encoder is None:
+            raise RuntimeError("this MoMu was loaded graph_only: it has no text tower")
+
     def project_text(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        self._need_text()
         z = self.text_proj(features)
         return nn.functional.normalize(z, dim=-1) if normalize else z
 
@@ -92,6 +101,7 @@ class MoMu(nn.Module):
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Texts -> normalised embeddings [len(texts), proj_dim] (eval mode, batched)."""
+        self._need_text()
         was_training = self.training
         self.eval()
         try:
@@ -140,6 +150,7 @@ class MoMu(nn.Module):
 
     # -- persistence --------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
+        self._need_text()  # a saved model is always whole
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, str(directory / WEIGHTS_FILE), metadata={"format": "momu", "version": str(FORMAT_VERSION)})
@@ -150,11 +161,13 @@ class MoMu(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "MoMu":
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
+                        graph_only: bool = False) -> "MoMu":
         """A saved model directory, or the name of a checkpoint shipped with the package (`momu.models.published`).
 
         A published checkpoint holds only the graph tower and both heads (fp16 allowed); its text tower is the
-        bundled encoder it names, loaded from that encoder's own weights."""
+        bundled encoder it names, loaded from that encoder's own weights. graph_only: the graph tower and its
+        head only (no text tower is built or loaded)."""
         from momu.models.published import resolve_published
 
         directory = resolve_published(directory)
@@ -163,6 +176,15 @@ class MoMu(nn.Module):
             raise FileNotFoundError(f"{directory} is not a saved MoMu model (no {CONFIG_FILE})")
         payload = json.loads(config_path.read_text())
         config = MoMuConfig.model_validate(payload["config"])
+        if graph_only:
+            model = cls(config, with_text=False)
+            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+            state = {k: v for k, v in state.items() if k.startswith(("graph_encoder.", "graph_proj."))}
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"{directory / WEIGHTS_FILE} does not fit its config: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+            return model.to(map_location)
         if payload.get("text_weights") == "bundled":
             model = cls(config)  # the text tower's weights come from its own (bundled) files
             state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
