@@ -19,6 +19,9 @@ def test_ray_data_status_block_becomes_one_line():
     keep = _RayDataProgressOneLine()
     kept = [r.getMessage() for r in map(_record, block) if keep.filter(r)]
     assert kept == ["Ray Data: 3/17 rows"]
+    # nothing done and no total yet: a line that says nothing is dropped
+    assert not keep.filter(_record("Total Progress: 0/?"))
+    assert keep.filter(_record("Total Progress: 10/?"))
 
 
 def test_noise_filter_drops_only_known_noise():

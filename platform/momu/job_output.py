@@ -12,14 +12,15 @@ import logging
 import os
 import sys
 import time
-import warnings
 from typing import Optional
 
 VERBOSE_ENV = "MOMU_VERBOSE"
 # Ray messages that say nothing to a user of a local, loopback-only cluster.
 _NOISE = ("Token authentication is enabled for this Ray cluster",
           "Progress will be logged because stdout is a non-interactive terminal",
-          "Progress bars disabled. To enable")
+          "Progress bars disabled. To enable",
+          # our pyfunc models take a DataFrame with one of several columns: there is no signature to infer
+          "Failed to infer model signature: Type hint <input: <class 'pandas")
 
 
 def verbose() -> bool:
@@ -32,7 +33,10 @@ class _RayDataProgressOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith("Total Progress:"):
-            record.msg, record.args = "Ray Data: " + message[len("Total Progress:"):].strip() + " rows", ()
+            done = message[len("Total Progress:"):].strip()
+            if done.startswith("0/"):  # nothing done yet (short datasets print only this): says nothing
+                return False
+            record.msg, record.args = f"Ray Data: {done} rows", ()
             return True
         return False
 
@@ -54,9 +58,7 @@ def configure_job_output(is_verbose: bool = False) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # transformers draws a "Loading weights" bar per model load (read when it is imported: set it first)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    # MLflow asks pyfunc models for type hints on predict (MoMu's takes a DataFrame with either column).
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
-    for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "mlflow.pyfunc"):
         logging.getLogger(name).addFilter(_DropNoise())
     # Execution plans, "Starting execution", "Dataset execution finished": one line each per dataset, many
     # datasets per job. The progress lines below say the same in fewer words.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mlflow.models
 import mlflow.pyfunc
+import pandas as pd
 
 
 class MoMuPyfunc(mlflow.pyfunc.PythonModel):
@@ -13,7 +14,9 @@ class MoMuPyfunc(mlflow.pyfunc.PythonModel):
 
         self.model = MoMu.from_pretrained(context.artifacts["momu"]).eval()
 
-    def predict(self, context, model_input, params=None):
+    # The DataFrame hint tells MLflow not to infer a schema from hints (the frame holds either of two columns);
+    # without any hint it warns on every definition of this class.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         """DataFrame with a `smiles` column (graph tower) or a `text` column (text tower) -> list of embeddings
         (None for SMILES that cannot be featurized)."""
         from momu.chem.featurize import MolGraph, featurize_smiles

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mlflow.models
 import mlflow.pyfunc
+import pandas as pd
 
 
 class CaptionerPyfunc(mlflow.pyfunc.PythonModel):
@@ -13,7 +14,7 @@ class CaptionerPyfunc(mlflow.pyfunc.PythonModel):
 
         self.captioner = DecoderCaptioner(context.artifacts["captioner"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # hint: no schema inference
         if "smiles" not in model_input.columns:
             raise ValueError("input needs a 'smiles' column")
         results = self.captioner.caption_smiles(list(model_input["smiles"]))

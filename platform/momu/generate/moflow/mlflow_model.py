@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mlflow.models
 import mlflow.pyfunc
+import pandas as pd
 
 
 class MoFlowPyfunc(mlflow.pyfunc.PythonModel):
@@ -14,7 +15,7 @@ class MoFlowPyfunc(mlflow.pyfunc.PythonModel):
 
         self.model = load_moflow(context.artifacts["moflow"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # hint: no schema inference
         import torch
 
         from momu.generate.moflow.sample import decode, sample_smiles
