@@ -3,8 +3,7 @@
 Prints, for a GIN 5x300 MoMu model (random init unless --model; speed does not depend on the weights):
   ceiling    featurize-only molecules/s per core (the pipeline's own featurize stage, one process) and model-only
              molecules/s per core (pre-featurized batches, one torch thread), combined for C cores into the
-             featurize+encode ceiling  C / (1/featurize + 1/model); and the same featurize + encode code in C
-             plain processes running at once (no Ray), which also counts what they cost each other
+             featurize+encode ceiling  C / (1/featurize + 1/model)
   pipeline   `momu embed` end to end on Ray Data with C CPUs (read -> featurize -> model actors -> Parquet):
              molecules/s including Ray/actor start-up, and after the first written rows (steady state);
              both as a fraction of the ceiling (goal >= 0.85); plus molecules per CPU-second spent by all
@@ -180,47 +179,6 @@ def model_rate(model_dir: str, smiles: list[str], batch_size: int) -> float:
     return feats.num_rows / (time.perf_counter() - start)
 
 
-def _ceiling_worker(model_dir: str, smiles: list[str], batch_size: int, barrier, results) -> None:
-    import pyarrow as pa
-    import torch
-
-    from momu.embed.stages import EmbedRows, featurize_rows
-
-    torch.set_num_threads(1)
-    stage = EmbedRows(model_dir, "molecules", batch_size, "float32", torch_threads=1)
-
-    def run(items):
-        table = pa.table({"input": items, "reject_reason": [""] * len(items), "reject_detail": [""] * len(items),
-                          "reject_stage": [""] * len(items)})
-        for i in range(0, len(items), batch_size):
-            stage(featurize_rows(table.slice(i, batch_size), max_atoms=512))
-
-    run(smiles[:batch_size])  # warm-up
-    barrier.wait()  # every process starts timing at once: they share the machine's caches and memory bandwidth
-    start = time.perf_counter()
-    run(smiles)
-    results.put((len(smiles), time.perf_counter() - start))
-
-
-def concurrent_ceiling(model_dir: str, smiles: list[str], cores: int, batch_size: int) -> float:
-    """Featurize + encode in `cores` plain Python processes at the same time (no Ray), each on its share of
-    `smiles` with one torch thread: molecules / the slowest process's seconds. Unlike cores x the one-process
-    rate, this includes what the processes cost each other (shared cache, memory bandwidth)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(cores), ctx.Queue()
-    shares = [smiles[i::cores] for i in range(cores)]
-    procs = [ctx.Process(target=_ceiling_worker, args=(model_dir, share, batch_size, barrier, results))
-             for share in shares]
-    for p in procs:
-        p.start()
-    got = [results.get(timeout=900) for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(n for n, _ in got) / max(t for _, t in got)
-
-
 def baseline_rate(model_dir: str, smiles: list[str]) -> tuple[float, float]:
     """Research-code style: per-molecule PyG Data objects + PyG DataLoader + model, single process with
     torch's default threads. Returns (molecules/s, peak RSS in GB of this process so far)."""
@@ -288,9 +246,6 @@ def main() -> None:
     print(f"ceiling   featurize-only {f_rate:8,.0f} mol/s/core   model-only {m_rate:8,.0f} mol/s/core "
           f"(batch {args.batch_size}, 1 thread)\n"
           f"          featurize+encode ceiling on {args.cores} cores: {ceiling:,.0f} mol/s")
-    together = concurrent_ceiling(model_dir, probe, args.cores, args.batch_size)
-    print(f"          featurize+encode in {args.cores} plain processes at once (no Ray): {together:,.0f} mol/s "
-          f"= {together / ceiling:.2f} of {args.cores} x one process")
 
     # -- pipeline ----------------------------------------------------------------------------------------------
     lib = tmp / "library"
@@ -326,12 +281,10 @@ def main() -> None:
     steady = run.get("rows_per_s_after_first_output")
     print(format_summary(s).replace("\n", "\n          ").join(["pipeline  ", ""]))
     print(f"pipeline  {rate:8,.0f} mol/s end to end incl. start-up ({run['seconds']:.1f} s, {actors} model actors, "
-          f"featurize {'fused into the actors' if fused else 'as separate tasks'}) = {rate / ceiling:.2f} of ceiling, "
-          f"{rate / together:.2f} of the {args.cores} processes at once")
+          f"featurize {'fused into the actors' if fused else 'as separate tasks'}) = {rate / ceiling:.2f} of ceiling")
     if steady:
         print(f"          {steady:8,.0f} mol/s after the first written rows = "
-              f"{steady / ceiling:.2f} of ceiling, {steady / together:.2f} of the processes at once (goal >= 0.85); "
-              f"start-up {run['first_output_s']:.1f} s")
+              f"{steady / ceiling:.2f} of ceiling (goal >= 0.85); start-up {run['first_output_s']:.1f} s")
     # Load-independent view: molecules per CPU-second actually spent by the driver and all Ray processes
     # (start-up included) against the ceiling's 1 / (1/featurize + 1/model) molecules per CPU-second.
     per_cpu_s = run["rows"] / mem.cpu_seconds if mem.cpu_seconds else float("nan")
@@ -369,8 +322,6 @@ def main() -> None:
                       "pipeline": round(rate), "pipeline_steady": round(steady) if steady else None,
                       "fraction_of_ceiling": round(rate / ceiling, 3),
                       "fraction_of_ceiling_steady": round(steady / ceiling, 3) if steady else None,
-                      "ceiling_processes_at_once": round(together),
-                      "fraction_of_processes_at_once": round(rate / together, 3),
                       "baseline": round(b_rate), "ratio_vs_baseline": round(rate / b_rate, 2),
                       "cpu_efficiency": round(per_cpu_s / per_cpu_ceiling, 3), "ceiling_after": round(ceiling_after),
                       "peak_memory_gb": round(mem.peak / 2 ** 30, 2), "featurize_cores_for_120M_per_hour":
