@@ -176,18 +176,12 @@ class MoMu(nn.Module):
             raise FileNotFoundError(f"{directory} is not a saved MoMu model (no {CONFIG_FILE})")
         payload = json.loads(config_path.read_text())
         config = MoMuConfig.model_validate(payload["config"])
-        if graph_only:
-            model = cls(config, with_text=False)
+        if graph_only or payload.get("text_weights") == "bundled":
+            # graph_only: no text tower at all; bundled: the text tower's weights come from its own files
+            model = cls(config, with_text=not graph_only)
             state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-            state = {k: v for k, v in state.items() if k.startswith(("graph_encoder.", "graph_proj."))}
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ValueError(f"{directory / WEIGHTS_FILE} does not fit its config: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}")
-            return model.to(map_location)
-        if payload.get("text_weights") == "bundled":
-            model = cls(config)  # the text tower's weights come from its own (bundled) files
-            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+            if graph_only:
+                state = {k: v for k, v in state.items() if k.startswith(("graph_encoder.", "graph_proj."))}
             missing, unexpected = model.load_state_dict(state, strict=False)
             missing = [k for k in missing if not k.startswith("text_encoder.")]
             if missing or unexpected:
