@@ -16,7 +16,9 @@ MoMu (GIN 5x300 + bundled MiniLM; same latency profile) saved once under runs/se
 
 The same run first measures the in-process ceiling: the Encoder deployment's own class and the same index, called
 directly in this process (batched, no HTTP, no Ray), and prints served/ceiling throughput (goal >= 0.6 at 32
-clients) and the 1-client p50 over the in-process latency of one item (goal <= +10 ms).
+clients) and the 1-client p50 over the in-process latency of one item (goal <= +10 ms). With batching on and
+1 in --clients, it then also measures the 1-client overhead in pairs: each served request and the same item
+in-process back to back, so this machine's drift (up to ~20 % within minutes) hits both halves of a pair alike.
 
 --topology compares the app's two shapes in one run: split (Encoder and Index deployments: a search makes two
 handle calls) and colocated (both inside the ingress replica: none).
@@ -210,12 +212,13 @@ def text_queries() -> list[str]:
 # -- in-process ceiling ----------------------------------------------------------------------------------------------
 
 def in_process_ceiling(model_dir: Path, index_dir: Path, queries: list[str], smiles_pool: list[str], args,
-                       scenarios: list[str]) -> dict:
+                       scenarios: list[str]) -> tuple[dict, dict]:
     """What the same encoder and index do with no HTTP, no proxy, no ingress and no Ray: the Encoder deployment's
     own class (its `_encode_texts` / `_encode_graphs`, same torch threads and precision) and the same index with
     one FAISS thread, called directly in this process. Per scenario: items/s in batches of --max-batch-size
     (the throughput ceiling for the served rate at many clients) and the median latency of one item alone
-    (the floor for the served p50 at one client). Runs before Ray starts, on an otherwise idle process."""
+    (the floor for the served p50 at one client). Runs before Ray starts, on an otherwise idle process. Also
+    returns the per-scenario calls, kept loaded for the paired 1-client measurement."""
     import faiss
     import torch
 
@@ -263,11 +266,19 @@ def in_process_ceiling(model_dir: Path, index_dir: Path, queries: list[str], smi
         print(f"in-process ceiling {scenario:6s}: {rate:7.1f} items/s in batches of {size}, one item alone "
               f"p50 {out[scenario]['single_p50_ms']:.1f} ms ({torch.get_num_threads()} torch thread(s), no HTTP, "
               "no Ray)", flush=True)
-    del encoder, index
-    return out
+    return out, work
 
 
 # -- load generation ----------------------------------------------------------------------------------------------
+
+def app_ms(response) -> float | None:
+    """The replica's own time for a request, from the app's `Server-Timing: app;dur=<ms>` header."""
+    for part in response.headers.get("server-timing", "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "app" and dur:
+            return float(dur)
+    return None
+
 
 async def run_load(url: str, make_body, clients: int, duration: float, max_requests: int) -> dict:
     import aiohttp
@@ -276,6 +287,7 @@ async def run_load(url: str, make_body, clients: int, duration: float, max_reque
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"refusing to load-test {url}: loopback only")
     latencies: list[float] = []
+    app_times: list[float] = []
     errors: dict[str, int] = {}
     counter = {"sent": 0}
     stop_at = time.perf_counter() + duration
@@ -293,10 +305,13 @@ async def run_load(url: str, make_body, clients: int, duration: float, max_reque
                     if response.status != 200:
                         errors[str(response.status)] = errors.get(str(response.status), 0) + 1
                         continue
+                    in_app = app_ms(response)
             except (aiohttp.ClientError, asyncio.TimeoutError) as err:
                 errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
                 continue
             latencies.append(time.perf_counter() - start)
+            if in_app is not None:
+                app_times.append(in_app)
 
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -308,7 +323,54 @@ async def run_load(url: str, make_body, clients: int, duration: float, max_reque
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
     return {"clients": clients, "requests": counter["sent"], "ok": len(latencies), "errors": errors,
             "seconds": round(elapsed, 2), "rps": len(latencies) / elapsed if elapsed else 0.0,
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "mean_ms": float(lat.mean()) if len(lat) else 0.0}
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "mean_ms": float(lat.mean()) if len(lat) else 0.0,
+            "app_p50_ms": float(np.median(app_times)) if app_times else None}
+
+
+async def paired_single(url: str, make_body, call, item_of, duration: float, max_pairs: int) -> dict:
+    """The 1-client overhead measured in pairs: one request served over HTTP and the same item computed in-process
+    (`call`, the ceiling's function) back to back, alternating which goes first, for `duration` seconds. Both
+    halves of a pair see the same machine state, so this machine's drift (up to ~20 % within minutes) cancels
+    out of the median of the per-pair differences, unlike a ceiling measured once before Ray starts."""
+    import aiohttp
+
+    if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"refusing to load-test {url}: loopback only")
+    served, local, in_app, errors = [], [], [], 0
+    stop_at = time.perf_counter() + duration
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        i = 0
+        while time.perf_counter() < stop_at and i < max_pairs:
+            body = make_body(i)
+            pair = {}
+            for side in (("served", "local") if i % 2 == 0 else ("local", "served")):
+                start = time.perf_counter()
+                if side == "local":
+                    call([item_of(body)])
+                else:
+                    async with session.post(url, json=body) as response:
+                        await response.read()
+                        if response.status != 200:
+                            errors += 1
+                            break
+                        pair["app"] = app_ms(response)
+                pair[side] = time.perf_counter() - start
+            if "served" in pair and "local" in pair:
+                served.append(pair["served"])
+                local.append(pair["local"])
+                in_app.append(pair["app"] if pair["app"] is not None else float("nan"))
+            i += 1
+    served_ms, local_ms = 1000 * np.array(served), 1000 * np.array(local)
+    if not len(served_ms):
+        return {"pairs": 0, "errors": errors}
+    return {"pairs": len(served_ms), "errors": errors, "served_p50_ms": float(np.median(served_ms)),
+            "in_process_p50_ms": float(np.median(local_ms)),
+            "overhead_p50_ms": float(np.median(served_ms - local_ms)),
+            # inside the replica's app (validation, model, index, serialisation) vs outside it (client, HTTP, proxy,
+            # Serve's routing to the replica and back)
+            "app_p50_ms": float(np.nanmedian(in_app)), "outside_app_p50_ms": float(np.nanmedian(served_ms - in_app)),
+            "app_over_in_process_p50_ms": float(np.nanmedian(np.array(in_app) - local_ms))}
 
 
 def ceiling_ratios(results: list[dict], ceiling: dict) -> dict:
@@ -355,6 +417,9 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-ms", type=float, default=0.0,
                         help="batching.batch_wait_timeout_s in ms (default 0, as serving/config.yaml)")
+    parser.add_argument("--idle-direct-ms", type=float, default=5.0,
+                        help="batching.idle_direct_ms (default 5, as serving/config.yaml; 0: every request through "
+                             "the batch queue)")
     parser.add_argument("--index-kind", default="ivf_pq", choices=["exact", "hnsw", "ivf_pq"],
                         help="ivf_pq (default: what configs/index_moleculenet.yaml builds for this library, with its "
                              "params), exact or hnsw")
@@ -363,6 +428,9 @@ def main() -> None:
     parser.add_argument("--max-embed-minutes", type=float, default=20.0,
                         help="bound on the one-off embedding step (a re-run continues it)")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--direct-port", type=int, default=None,
+                        help="send the load to the MoMuAPI replica's own port (Ray Serve direct ingress, from this "
+                             "port up; `momu serve --direct-port`) instead of through the proxy (default)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of the encoder replica")
     parser.add_argument("--worker-niceness", type=int, default=0,
                         help="niceness of the Ray worker processes (replicas, proxy). Ray's default is 15, below "
@@ -371,6 +439,10 @@ def main() -> None:
                         help="skip the in-process ceiling (same encoder and index, batched, no HTTP, no Ray)")
     parser.add_argument("--out", default=str(OUT / "results.json"))
     args = parser.parse_args()
+    if args.direct_port is not None:  # before anything imports ray.serve
+        from momu.serve.direct import enable_direct_ingress
+
+        enable_direct_ingress(args.direct_port)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -385,8 +457,8 @@ def main() -> None:
     queries = text_queries()
     print(f"model {model_dir} | index {index_dir} | {len(queries):,} distinct text queries")
     scenarios = [s for s in args.scenarios.split(",") if s]
-    ceiling = {} if args.no_ceiling else in_process_ceiling(model_dir, index_dir, queries, smiles_pool, args,
-                                                            scenarios)
+    ceiling, local_calls = ({}, {}) if args.no_ceiling else in_process_ceiling(
+        model_dir, index_dir, queries, smiles_pool, args, scenarios)
 
     import ray
     from ray import serve
@@ -408,7 +480,8 @@ def main() -> None:
                   "Index": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25 * cpus}}, **idle},
         "colocated": {"MoMuAPI": {"num_replicas": 1, "ray_actor_options": {"num_cpus": cpus}}, **idle}}
     base = f"http://127.0.0.1:{args.port}"
-    results = []
+    ingress = "direct" if args.direct_port is not None else "proxy"
+    results, paired = [], []
     client_counts = [int(c) for c in args.clients.split(",")]
     q_offset = {"i": 0}
 
@@ -425,10 +498,19 @@ def main() -> None:
             config = ServeConfig(model=str(model_dir), molecule_index=str(index_dir), text_index=None,
                                  torch_threads=args.torch_threads, precision=args.precision, topology=topology,
                                  batching={"enabled": batching == "on", "max_batch_size": args.max_batch_size,
-                                           "batch_wait_timeout_s": args.batch_wait_ms / 1000})
+                                           "batch_wait_timeout_s": args.batch_wait_ms / 1000,
+                                           "idle_direct_ms": args.idle_direct_ms})
             started = time.perf_counter()
             serve.run(compose(config, topology_options[topology]), name="momu_load", route_prefix="/")
             print(f"\napp up ({topology}) with batching {batching} in {time.perf_counter() - started:.1f}s")
+            if args.direct_port is not None:
+                from momu.serve.direct import find_direct_ports
+
+                ports = find_direct_ports("127.0.0.1", args.direct_port)
+                if not ports:
+                    raise SystemExit(f"no direct-ingress replica answered from port {args.direct_port} on")
+                base = f"http://127.0.0.1:{ports[0]}"
+                print(f"load goes to the replica's own port {ports[0]} (direct ingress, no proxy)")
             api = serve.get_deployment_handle("MoMuAPI", app_name="momu_load")
             for scenario in scenarios:
                 path, make = {"search": ("/v1/search/molecules", search_body),
@@ -442,17 +524,31 @@ def main() -> None:
                     stats = api.component_stats.remote().result()
                     after, index_after = stats["encoder"], stats["index"]
                     calls, items = after["calls"] - before["calls"], after["items"] - before["items"]
-                    r.update(scenario=scenario, batching=batching, topology=topology, mean_batch=items / calls if calls else 0.0,
+                    r.update(scenario=scenario, batching=batching, topology=topology, ingress=ingress, mean_batch=items / calls if calls else 0.0,
                              encoder_busy=(after["busy_s"] - before["busy_s"]) / r["seconds"],
                              index_busy=(index_after["busy_s"] - index_before["busy_s"]) / r["seconds"],
                              load_average=os.getloadavg()[0])
                     results.append(r)
                     print(f"{scenario:6s} {topology:9s} batching {batching:3s} {clients:3d} clients: {r['ok']:5d} ok "
                           f"{sum(r['errors'].values()):3d} errors  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
-                          f"p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  mean batch {r['mean_batch']:.1f}  "
+                          f"p95 {r['p95_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
+                          + (f"in the app p50 {r['app_p50_ms']:.1f} ms  " if r.get("app_p50_ms") is not None else "")
+                          + f"mean batch {r['mean_batch']:.1f}  "
                           f"encoder busy {100 * r['encoder_busy']:.0f}%  index busy {100 * r['index_busy']:.0f}%  "
                           f"load {os.getloadavg()[0]:.1f}",
                           flush=True)
+                if scenario in local_calls and 1 in client_counts and batching == "on":
+                    item_of = {"search": lambda body: body["query"], "embed": lambda body: body["smiles"][0]}[scenario]
+                    p = asyncio.run(paired_single(base + path, make, local_calls[scenario][0], item_of,
+                                                  args.duration, args.max_requests))
+                    p.update(scenario=scenario, topology=topology, ingress=ingress)
+                    paired.append(p)
+                    if p["pairs"]:
+                        print(f"{scenario:6s} {topology:9s} paired 1 client: {p['pairs']} pairs, served p50 "
+                              f"{p['served_p50_ms']:.1f} ms, in-process p50 {p['in_process_p50_ms']:.1f} ms, "
+                              f"overhead (median per pair) {p['overhead_p50_ms']:+.1f} ms = in the app "
+                              f"{p['app_over_in_process_p50_ms']:+.1f} ms + outside it (HTTP, proxy, routing) "
+                              f"{p['outside_app_p50_ms']:.1f} ms", flush=True)
             serve.delete("momu_load")
     finally:
         serve.shutdown()
@@ -462,7 +558,8 @@ def main() -> None:
 
     n_index = pq.ParquetFile(index_dir / "rows.parquet").metadata.num_rows
     print(f"\nMoMu Serve load test: {n_index:,} molecules ({args.index_kind} index), model {model_dir.name} "
-          f"({args.precision}), {os.cpu_count()} CPUs (load average before: {load_before:.1f}), loopback HTTP, "
+          f"({args.precision}), {os.cpu_count()} CPUs (load average before: {load_before:.1f}), loopback HTTP "
+          f"{'to the replica (direct ingress)' if ingress == 'direct' else 'through the Serve proxy'}, "
           "clients in this process")
     print(f"{'scenario':8s} {'topology':9s} {'batching':8s} {'clients':>7s} {'ok':>6s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
           f"{'p95 ms':>8s} {'p99 ms':>8s} {'batch':>6s} {'enc.busy':>8s} {'idx.busy':>8s} {'load':>5s}")
@@ -473,6 +570,13 @@ def main() -> None:
     ratios = ceiling_ratios(results, ceiling)
     for line in ratios["lines"]:
         print(line)
+    for p in paired:
+        if p["pairs"]:
+            print(f"{p['scenario']} ({p['topology']}), measured in pairs at 1 client (served and in-process back to "
+                  f"back, {p['pairs']} pairs): overhead {p['overhead_p50_ms']:+.1f} ms (goal <= +10 ms); served p50 "
+                  f"{p['served_p50_ms']:.1f} ms, in-process p50 {p['in_process_p50_ms']:.1f} ms; the app's own time "
+                  f"{p['app_p50_ms']:.1f} ms ({p['app_over_in_process_p50_ms']:+.1f} over in-process), outside the app "
+                  f"{p['outside_app_p50_ms']:.1f} ms")
     goal = [r for r in results if r["scenario"] == "search" and r["clients"] == 32 and r["batching"] == "on"]
     for g in goal:
         met = g["p50_ms"] < 20 and g["p99_ms"] < 100 and not g["errors"]
@@ -481,7 +585,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     summary = {"index": str(index_dir), "index_rows": n_index, "model": str(model_dir), "cpus": os.cpu_count(),
                "load_average_before": load_before, "args": vars(args), "results": results,
-               "in_process_ceiling": ceiling, "ratios": ratios["values"]}
+               "in_process_ceiling": ceiling, "ratios": ratios["values"], "paired_1_client": paired}
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(f"results: {args.out}")
 

@@ -74,6 +74,7 @@ api = FastAPI(
 
 errors.install_error_handlers(api)
 api.add_middleware(errors.GuardMiddleware)
+api.add_middleware(errors.ServerTimingMiddleware)  # added last = outermost: it times the guard too
 
 
 def _text_of(hit: dict) -> str:

@@ -16,6 +16,7 @@ decorated: module state referenced from here is shared by the middleware and the
 
 import hmac
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -117,6 +118,30 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Timeout, _timeout)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+class ServerTimingMiddleware:
+    """Adds `Server-Timing: app;dur=<ms>` to every HTTP response: the time from the request entering this replica's
+    ASGI app to the response's first byte (validation, models, index, serialisation). A client's latency minus it
+    is what the proxy, HTTP and Ray Serve's routing add (benchmarks/serve_load.py reports the split)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                elapsed = 1000 * (time.perf_counter() - started)
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"server-timing"]
+                headers.append((b"server-timing", f"app;dur={elapsed:.2f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return await self.app(scope, receive, timed_send)
 
 
 class GuardMiddleware:

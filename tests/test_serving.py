@@ -84,6 +84,34 @@ def test_encoder_precision_and_batches(small_model, tmp_path):
     assert fp32.recent_batch_sizes() == [2, 2] and fp32.info()["precision"] == "fp32"
 
 
+def test_idle_bypass_rules(small_model, tmp_path, monkeypatch):
+    """A call skips the batch queue only on an idle replica (nothing queued, no model call for the gap) and when
+    its items fit one batch; a configured batch wait turns the bypass off. Outside Serve, @serve.batch cannot run
+    (it needs a replica context), so the Encoder answering a lone request there shows it took the direct path."""
+    from serving import deployments
+    from serving.deployments import Encoder, IdleBypass
+
+    clock = {"t": 100.0}
+    monkeypatch.setattr(deployments.time, "perf_counter", lambda: clock["t"])
+    bypass = IdleBypass.from_batching({"idle_direct_ms": 5, "max_batch_size": 4})
+    assert bypass.direct(1) and bypass.direct(4) and not bypass.direct(5)
+    bypass.ended()
+    assert not bypass.direct(1)  # a model call just ended: under load, join the queue
+    clock["t"] += 0.006
+    assert bypass.direct(1)
+    bypass.pending = 2
+    assert not bypass.direct(1)  # items are queued or in a batch
+    assert not IdleBypass.from_batching({"idle_direct_ms": 0}).direct(1)
+    assert not IdleBypass.from_batching({"idle_direct_ms": 5, "batch_wait_timeout_s": 0.01}).direct(1)
+    monkeypatch.undo()
+
+    model_dir = small_model.save_pretrained(tmp_path / "model")
+    encoder = Encoder.func_or_class(str(model_dir), "cpu", 1, {"idle_direct_ms": 5})
+    out = asyncio.run(encoder.embed_texts(["a steroid"]))
+    np.testing.assert_allclose(out, small_model.embed_texts(["a steroid"]).numpy(), atol=1e-5)
+    assert encoder.recent_batch_sizes() == [1]
+
+
 def test_index_deployment_batches_mixed_requests(tmp_path):
     """The index deployment's batch function, outside Serve: one batch mixing both indexes and different k gives
     each item exactly its own search; an embedding job's shard directory serves like a saved index."""
