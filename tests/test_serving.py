@@ -269,6 +269,20 @@ def test_colocated_topology_binds_no_encoder_or_index_deployment():
     assert options_for_topology(split, options) == (options, [])
 
 
+def test_reserved_cpus_of_the_shipped_config():
+    """What `momu serve` sizes a local Ray to when the deployments reserve more CPUs than the machine has."""
+    from momu.serve.cli import reserved_cpus
+    from serving.app import load_serve_config
+
+    from pathlib import Path
+
+    _, options, _ = load_serve_config(Path(__file__).resolve().parents[1] / "serving" / "config.yaml", {})
+    assert reserved_cpus(options) == 3.25  # 0.5 + 1 + 0.5 + 0.25 + 1 at min_replicas 1
+    assert reserved_cpus({"A": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5}},
+                          "B": {"autoscaling_config": {"min_replicas": 0, "initial_replicas": 2}},
+                          "C": {}}) == 1.5 + 2 + 1
+
+
 def test_momu_serve_cli_refuses_bad_config_before_starting(capsys, tmp_path):
     from momu.cli import main
 
