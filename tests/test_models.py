@@ -100,6 +100,45 @@ def test_momu_encoders_shapes_and_normalisation(small_model):
     assert small_model.embed_texts([]).shape == (0, 16)
 
 
+def test_graph_batch_without_pyg_gives_the_pyg_batch_embeddings(small_model):
+    """Inference collates into a GraphBatch (no PyG import): the same tensors and embeddings as PyG's Batch,
+    and .to() carries attributes set later (the fingerprint baseline's)."""
+    graphs, pyg = real_batch(7)
+    light = graphs_to_pyg_batch(graphs, "stereo", pyg=False)
+    for field in ("x", "edge_index", "edge_attr", "batch", "ptr"):
+        torch.testing.assert_close(getattr(light, field), getattr(pyg, field))
+    assert light.num_graphs == pyg.num_graphs == 7
+    small_model.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(small_model.encode_graph(light), small_model.encode_graph(pyg))
+    light.fingerprint = torch.ones(7, 4)
+    moved = light.to("cpu")
+    assert moved is not light and moved.fingerprint.shape == (7, 4) and moved.num_graphs == 7
+
+
+def test_embedding_stages_import_neither_torch_for_reading_nor_pyg_for_embedding(small_model, tmp_path):
+    """The reader tasks import momu.embed.stages without torch; a model actor embeds without importing PyG
+    (each saved a fresh worker process 1-2.5 s of CPU at the start of every embedding run)."""
+    import subprocess
+    import sys
+
+    model_dir = small_model.save_pretrained(tmp_path / "model")
+    code = f"""
+import sys
+import pyarrow as pa
+from momu.embed.stages import EmbedRows, featurize_rows
+assert "torch" not in sys.modules, "reading imports torch"
+n = 3
+rows = pa.table({{"id": ["a", "b", "c"], "input": ["CCO", "c1ccccc1O", "CC(=O)O"], "reject_reason": [""] * n,
+                  "reject_detail": [""] * n, "reject_stage": [""] * n}})
+out = EmbedRows({str(model_dir)!r}, "molecules", 2)(featurize_rows(rows, max_atoms=100))
+assert out.column("embedding").null_count == 0
+assert "torch_geometric" not in sys.modules, "embedding imports PyG"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_text_pooling_modes_differ(small_model_config):
     outputs = {}
     for pooling in ("mean", "cls", "pooler"):

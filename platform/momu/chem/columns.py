@@ -96,10 +96,32 @@ def columns_to_graphs(batch: ColumnBatch) -> list[MolGraph]:
     return graphs
 
 
-def columns_to_pyg_batch(batch: ColumnBatch, bond_feature: str = "stereo"):
-    """Graph columns -> PyG `Batch` (x [N,2], edge_index [2,E] global, edge_attr [E,2], batch, ptr), int64."""
+class GraphBatch:
+    """Graphs batched as MoMu's graph towers read them: the fields of PyG's `Batch` that they use (x [N,2],
+    edge_index [2,E] global, edge_attr [E,2], batch, ptr, num_graphs; int64), plus any attribute set later (the
+    fingerprint baseline's `fingerprint`). Inference builds it instead of a PyG `Batch`: importing PyG costs a fresh
+    process ~2.5 s of CPU, which every embedding actor and Serve replica paid on its first batch."""
+
+    def __init__(self, x, edge_index, edge_attr, batch, ptr, num_graphs: int):
+        self.x, self.edge_index, self.edge_attr, self.batch, self.ptr = x, edge_index, edge_attr, batch, ptr
+        self.num_graphs = int(num_graphs)
+
+    def to(self, device) -> "GraphBatch":
+        """The same batch with every tensor on `device` (a new object, like `torch.Tensor.to`)."""
+        import torch
+
+        moved = object.__new__(GraphBatch)
+        moved.__dict__.update({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()})
+        return moved
+
+    def __repr__(self) -> str:
+        return f"GraphBatch(num_graphs={self.num_graphs}, num_nodes={len(self.x)}, num_edges={self.edge_index.shape[1]})"
+
+
+def columns_to_pyg_batch(batch: ColumnBatch, bond_feature: str = "stereo", pyg: bool = True):
+    """Graph columns -> PyG `Batch` (x [N,2], edge_index [2,E] global, edge_attr [E,2], batch, ptr), int64; with
+    pyg=False the same tensors in a `GraphBatch` (inference: no PyG import)."""
     import torch
-    from torch_geometric.data import Batch
 
     atom_type, num_nodes = flat_column(batch, "atom_type")
     chirality, _ = flat_column(batch, "chirality")
@@ -118,11 +140,13 @@ def columns_to_pyg_batch(batch: ColumnBatch, bond_feature: str = "stereo"):
     # Local -> global node ids: shift each edge by the first node id of its graph.
     shift = np.repeat(ptr[:-1], num_edges)
     edge_index = np.stack([src.astype(np.int64) + shift, dst.astype(np.int64) + shift])
-    return Batch(
-        x=torch.from_numpy(np.stack([atom_type, chirality], axis=1).astype(np.int64)),
-        edge_index=torch.from_numpy(edge_index),
-        edge_attr=torch.from_numpy(np.stack([bond_type, second], axis=1).astype(np.int64)),
-        batch=torch.from_numpy(np.repeat(np.arange(num_graphs, dtype=np.int64), num_nodes)),
-        ptr=torch.from_numpy(ptr),
-        _num_graphs=num_graphs,
-    )
+    tensors = {"x": torch.from_numpy(np.stack([atom_type, chirality], axis=1).astype(np.int64)),
+               "edge_index": torch.from_numpy(edge_index),
+               "edge_attr": torch.from_numpy(np.stack([bond_type, second], axis=1).astype(np.int64)),
+               "batch": torch.from_numpy(np.repeat(np.arange(num_graphs, dtype=np.int64), num_nodes)),
+               "ptr": torch.from_numpy(ptr)}
+    if not pyg:
+        return GraphBatch(**tensors, num_graphs=num_graphs)
+    from torch_geometric.data import Batch
+
+    return Batch(**tensors, _num_graphs=num_graphs)

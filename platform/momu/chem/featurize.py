@@ -238,8 +238,9 @@ def canonical_smiles(smiles: str) -> str | None:
     return None if mol is None else Chem.MolToSmiles(mol)
 
 
-def graphs_to_pyg_batch(graphs: Sequence[MolGraph], bond_feature: str = "stereo"):
-    """Collate MolGraphs into one PyG `Batch` (vectorised; no per-graph Data objects)."""
+def graphs_to_pyg_batch(graphs: Sequence[MolGraph], bond_feature: str = "stereo", pyg: bool = True):
+    """Collate MolGraphs into one PyG `Batch` (vectorised; no per-graph Data objects); pyg=False: a
+    `momu.chem.columns.GraphBatch` with the same tensors, without importing PyG (inference)."""
     from momu.chem.columns import graphs_to_columns, columns_to_pyg_batch
 
-    return columns_to_pyg_batch(graphs_to_columns(graphs), bond_feature=bond_feature)
+    return columns_to_pyg_batch(graphs_to_columns(graphs), bond_feature=bond_feature, pyg=pyg)

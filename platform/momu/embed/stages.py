@@ -30,7 +30,6 @@ import pyarrow.parquet as pq
 from momu.chem.columns import GRAPH_COLUMNS, GRAPH_SCHEMA, graphs_to_columns
 from momu.chem.featurize import MolGraph, Rejection, featurize_mol, parse_smiles
 from momu.embed.sources import iter_parts
-from momu.models.loading import weights_sha256
 
 SHARDS_DIR = "shards"
 REJECTS_DIR = "rejects"
@@ -155,7 +154,7 @@ class EmbedRows:
                  tracking_uri: Optional[str] = None):
         import torch
 
-        from momu.models.loading import load_momu, resolve_model_dir
+        from momu.models.loading import load_momu, resolve_model_dir, weights_sha256
 
         if tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -193,7 +192,7 @@ class EmbedRows:
             for start in range(0, good.num_rows, self.batch_size):
                 chunk = good.slice(start, self.batch_size)
                 if self.mode == "molecules":
-                    pyg = columns_to_pyg_batch(chunk.select(list(GRAPH_COLUMNS)), self.bond_feature)
+                    pyg = columns_to_pyg_batch(chunk.select(list(GRAPH_COLUMNS)), self.bond_feature, pyg=False)
                     if getattr(self.model, "uses_fingerprints", False):  # the fingerprint baseline needs SMILES
                         from momu.models.fingerprint import attach_fingerprints, fingerprints_for
 

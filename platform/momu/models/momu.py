@@ -112,10 +112,11 @@ class MoMu(nn.Module):
         return torch.cat(out) if out else torch.zeros(0, self.config.proj_dim)
 
     def graph_batch(self, graphs: Sequence, smiles: Optional[Sequence[str]] = None):
-        """MolGraphs (+ their SMILES, needed by the fingerprint baseline) -> the PyG batch `encode_graph` takes."""
+        """MolGraphs (+ their SMILES, needed by the fingerprint baseline) -> the batch `encode_graph` takes (a
+        GraphBatch: no PyG import)."""
         from momu.chem.featurize import Rejection, graphs_to_pyg_batch
 
-        batch = graphs_to_pyg_batch(graphs, self.config.graph.bond_feature)
+        batch = graphs_to_pyg_batch(graphs, self.config.graph.bond_feature, pyg=False)
         if self.uses_fingerprints:
             from momu.models.fingerprint import attach_fingerprints, fingerprints_for
 
