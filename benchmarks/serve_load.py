@@ -26,6 +26,7 @@ handle calls) and colocated (both inside the ingress replica: none).
 Usage: python benchmarks/serve_load.py [--clients 1,32] [--duration 15] [--max-requests 4000]
                                        [--batching on,off] [--topology split,colocated]
                                        [--index-kind ivf_pq|exact|hnsw] [--precision fp32|bf16]
+                                       [--direct-port 8790]  (to the replica's own port, no proxy)
 """
 
 from __future__ import annotations

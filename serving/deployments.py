@@ -13,8 +13,9 @@ then trickle into the queue one by one, batches stay at ~1-2 items, and throughp
 
 A request that finds the replica idle (nothing queued or being batched, no model call for `idle_direct_ms`) skips
 the batch queue and is computed at once: the batch would hold only its items anyway, and the queue's machinery costs
-~1.5 ms per call on 2 cores (3 ms of a search's two calls; benchmarks/serve_load.py). Under load a request arrives
-right after the previous model call (which blocked the event loop), so it takes the batched path.
+~0.3 ms per call on 2 cores (a search makes two: paired 1-client overhead +2.6 ms with the bypass, +3.3 without;
+benchmarks/serve_load.py, direct ingress). Under load a request arrives right after the previous model call (which
+blocked the event loop), so it takes the batched path.
 """
 
 import asyncio

@@ -30,7 +30,7 @@ class ServeBatching(StrictModel):
     # batch sizes and req/s with 0 as with 2 ms, and 2-3 ms less p50 at 1 client).
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=10.0,
                                         description="longest wait for a batch to fill (0: take what has queued)")
-    # The batch queue costs ~1.5 ms per call on 2 cores; an idle replica's batch would hold one request anyway
+    # The batch queue costs ~0.3 ms per call on 2 cores; an idle replica's batch would hold one request anyway
     # (serving/deployments.py, IdleBypass).
     idle_direct_ms: float = Field(5.0, ge=0.0, le=1000.0,
                                   description="a request finding the replica idle this long (no model call, nothing "
