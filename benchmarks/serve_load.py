@@ -272,6 +272,11 @@ def in_process_ceiling(model_dir: Path, index_dir: Path, queries: list[str], smi
 
 # -- load generation ----------------------------------------------------------------------------------------------
 
+def require_loopback(url: str) -> None:
+    if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"refusing to load-test {url}: loopback only")
+
+
 def app_ms(response) -> float | None:
     """The replica's own time for a request, from the app's `Server-Timing: app;dur=<ms>` header."""
     for part in response.headers.get("server-timing", "").split(","):
@@ -284,9 +289,7 @@ def app_ms(response) -> float | None:
 async def run_load(url: str, make_body, clients: int, duration: float, max_requests: int) -> dict:
     import aiohttp
 
-    host = urlparse(url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to load-test {url}: loopback only")
+    require_loopback(url)
     latencies: list[float] = []
     app_times: list[float] = []
     errors: dict[str, int] = {}
@@ -335,8 +338,7 @@ async def paired_single(url: str, make_body, call, item_of, duration: float, max
     out of the median of the per-pair differences, unlike a ceiling measured once before Ray starts."""
     import aiohttp
 
-    if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to load-test {url}: loopback only")
+    require_loopback(url)
     served, local, in_app, errors = [], [], [], 0
     stop_at = time.perf_counter() + duration
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),

@@ -422,26 +422,49 @@ def compose(config: ServeConfig, deployment_options: Optional[dict] = None) -> s
                                            "exclude": [resolve_path(p) for p in config.generate.exclude]})})
     batching = config.batching.model_dump()
     encoder = index = None  # colocated: MoMuAPI builds both in its replica
+    bound = bound_options(config, options)
     if config.topology == "split":
         encoder_args, index_args = tower_args(config)
-        encoder = Encoder.options(**options.get("Encoder", {})).bind(*encoder_args)
-        index = Index.options(**options.get("Index", {})).bind(*index_args)
-    elif set(options) & set(SPLIT_ONLY):
+        encoder = Encoder.options(**bound["Encoder"]).bind(*encoder_args)
+        index = Index.options(**bound["Index"]).bind(*index_args)
+    # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
+    captioner = Captioner.options(**bound["Captioner"]).bind(
+        config.caption_pool, config.caption_kind, config.caption_fusion_k, config.caption_fusion_weight, batching)
+    generator = Generator.options(**bound["Generator"]).bind(
+        config.model, config.generate.model_dump(), config.device, config.torch_threads)
+    return MoMuAPI.options(**bound["MoMuAPI"]).bind(encoder, index, config.model_dump(), captioner, generator)
+
+
+def bound_options(config: ServeConfig, options: dict) -> dict[str, dict]:
+    """{name: Deployment.options(...) kwargs} of every deployment `compose` binds for this config (Encoder and
+    Index only with topology split), from the config file's `deployments:` entries."""
+    if config.topology != "split" and set(options) & set(SPLIT_ONLY):
         raise ValueError(f"deployments: {sorted(set(options) & set(SPLIT_ONLY))} are not deployments of "
                          "topology colocated (the towers and indexes run inside MoMuAPI): remove those entries and "
                          "size MoMuAPI instead, or use topology split")
-    # Always bound (idle without a pool): the deployment set stays the one serving/config.yaml configures.
-    captioner = Captioner.options(**options.get("Captioner", {})).bind(
-        config.caption_pool, config.caption_kind, config.caption_fusion_k, config.caption_fusion_weight, batching)
+    names = [n for n in DEPLOYMENTS if config.topology == "split" or n not in SPLIT_ONLY]
+    bound = {name: dict(options.get(name) or {}) for name in names}
     # Idle without a pool and without options of its own (benchmarks, tests that size only the other four): it holds
     # no model, so it reserves no CPU and the app fits where it fitted before generation existed.
-    generator_options = options.get("Generator")
-    if generator_options is None:
-        generator_options = {} if config.generate.pool else {"ray_actor_options": {"num_cpus": 0}}
-    generator = Generator.options(**generator_options).bind(
-        config.model, config.generate.model_dump(), config.device, config.torch_threads)
-    return MoMuAPI.options(**options.get("MoMuAPI", {})).bind(encoder, index, config.model_dump(), captioner,
-                                                              generator)
+    if options.get("Generator") is None and not config.generate.pool:
+        bound["Generator"] = {"ray_actor_options": {"num_cpus": 0}}
+    return bound
+
+
+def reserved_cpus(config: ServeConfig, options: dict) -> float:
+    """CPUs the deployments `compose` binds reserve at their starting replica counts (num_replicas, else
+    autoscaling initial_replicas / min_replicas, else 1), their options merged over each class's defaults."""
+    classes = {"MoMuAPI": MoMuAPI, "Encoder": Encoder, "Index": Index, "Captioner": Captioner,
+               "Generator": Generator}
+    total = 0.0
+    for name, opts in bound_options(config, options).items():
+        scaling = opts.get("autoscaling_config") or {}
+        replicas = opts.get("num_replicas")
+        if not isinstance(replicas, int):
+            replicas = scaling.get("initial_replicas") or scaling.get("min_replicas") or 1
+        actor = classes[name].options(**opts).ray_actor_options or {}
+        total += float(actor.get("num_cpus", 1)) * max(1, int(replicas))
+    return total
 
 
 def options_for_topology(config: ServeConfig, options: dict) -> tuple[dict, list[str]]:

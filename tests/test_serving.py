@@ -270,17 +270,21 @@ def test_colocated_topology_binds_no_encoder_or_index_deployment():
 
 
 def test_reserved_cpus_of_the_shipped_config():
-    """What `momu serve` sizes a local Ray to when the deployments reserve more CPUs than the machine has."""
-    from momu.serve.cli import reserved_cpus
-    from serving.app import load_serve_config
-
+    """What `momu serve` sizes a local Ray to when the deployments reserve more CPUs than the machine has: the
+    deployments compose() binds, their file options over each class's defaults."""
     from pathlib import Path
 
-    _, options, _ = load_serve_config(Path(__file__).resolve().parents[1] / "serving" / "config.yaml", {})
-    assert reserved_cpus(options) == 3.25  # 0.5 + 1 + 0.5 + 0.25 + 1 at min_replicas 1
-    assert reserved_cpus({"A": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5}},
-                          "B": {"autoscaling_config": {"min_replicas": 0, "initial_replicas": 2}},
-                          "C": {}}) == 1.5 + 2 + 1
+    from momu.serve.config import ServeConfig
+    from serving.app import load_serve_config, reserved_cpus
+
+    config, options, _ = load_serve_config(Path(__file__).resolve().parents[1] / "serving" / "config.yaml", {})
+    assert reserved_cpus(config, options) == 3.25  # 0.5 + 1 + 0.5 + 0.25 + 1 at min_replicas 1
+    colocated = ServeConfig(topology="colocated", generate={"pool": None})  # no Encoder / Index; idle Generator: 0
+    assert reserved_cpus(colocated, {"MoMuAPI": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5}},
+                                     "Captioner": {"autoscaling_config": {"min_replicas": 0, "max_replicas": 4,
+                                                                          "initial_replicas": 2}}}) == 1.5 + 2 * 0.25
+    # A plain args file (no deployments:) reserves the classes' own defaults: 0.5 + 1 + 0.5 + 0.25 + 0.5.
+    assert reserved_cpus(ServeConfig(generate={"pool": "pool.tsv"}), {}) == 2.75
 
 
 def test_momu_serve_cli_refuses_bad_config_before_starting(capsys, tmp_path):

@@ -39,19 +39,6 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parents[3]  # serve/ -> momu/ -> platform/ -> repo
 
 
-def reserved_cpus(options: dict) -> float:
-    """CPUs the deployments reserve at their starting replica counts (num_replicas, else autoscaling
-    min_replicas / initial_replicas, else 1), from a config file's per-deployment options."""
-    total = 0.0
-    for opts in options.values():
-        scaling = opts.get("autoscaling_config") or {}
-        replicas = opts.get("num_replicas")
-        if not isinstance(replicas, int):
-            replicas = scaling.get("initial_replicas") or scaling.get("min_replicas") or 1
-        total += float((opts.get("ray_actor_options") or {}).get("num_cpus", 1)) * max(1, int(replicas))
-    return total
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     import math
     import os
@@ -66,14 +53,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.address:
             raise ValueError("--direct-port needs the local Ray `momu serve` starts; on a cluster, start every node "
                              "with the variables of momu.serve.direct.direct_ingress_env instead")
-        if args.direct_port == (args.port or 8000):
-            raise ValueError(f"--direct-port {args.direct_port}: the proxy uses that port; give another")
         enable_direct_ingress(args.direct_port)
     if not (root / "serving" / "app.py").is_file():
         raise FileNotFoundError(f"serving/app.py not found under {root}: `momu serve` runs from a source checkout")
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from serving.app import compose, load_serve_config, options_for_topology, resolve_path
+    from serving.app import compose, load_serve_config, options_for_topology, reserved_cpus, resolve_path
 
     overrides = {k[4:]: (yaml.safe_load(v) if isinstance(v, str) and v.strip() else v)
                  for k, v in vars(args).items() if k.startswith("cfg:")}
@@ -96,6 +81,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     port = args.port or int(http.get("port", 8000))
+    if args.direct_port == port:
+        raise ValueError(f"--direct-port {args.direct_port}: the proxy uses that port; give another")
     if args.address:
         ray.init(address=args.address, log_to_driver=False)
     else:
@@ -104,7 +91,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from momu.ray_session import start_local_ray
 
         num_cpus, cores = args.num_cpus, os.cpu_count() or 1
-        need = reserved_cpus(options)
+        need = reserved_cpus(config, options)
         if num_cpus is None and need > cores:
             # Otherwise some replicas never get scheduled and the app waits forever on a small machine.
             num_cpus = math.ceil(need)
